@@ -95,7 +95,9 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         if truncation not in ("left", "error"):
             raise ValueError(f"truncation must be 'left' or 'error', got {truncation!r}.")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}.")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
+            )
         self.prompts = load_prompts(prompts)
         self.tokenizer = resolve_tokenizer(tokenizer)
         self.reward_model = as_reward_model(reward_model)
@@ -171,20 +173,24 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 )
             if not self._warned_truncation:
                 warnings.warn(
-                    f"A prompt has {len(ids)} tokens, more than max_prompt_tokens={self.max_prompt_tokens}: keeping its "
-                    "last tokens (left truncation). This warning is shown once per environment.",
+                    f"A prompt has {len(ids)} tokens, more than max_prompt_tokens={self.max_prompt_tokens}: keeping "
+                    "its last tokens (left truncation). This warning is shown once per environment.",
                     stacklevel=3,
                 )
                 self._warned_truncation = True
             ids = ids[-self.max_prompt_tokens :]
         if max(ids) >= self.vocab_size:
-            raise ValueError(f"The tokenizer produced id {max(ids)} outside the vocabulary of {self.vocab_size} tokens.")
+            raise ValueError(
+                f"The tokenizer produced id {max(ids)} outside the vocabulary of {self.vocab_size} tokens."
+            )
         return ids
 
     def _observation(self) -> ObsType:
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
         if "prompt" in options:
@@ -256,7 +262,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def _score(self, prompt: str, completion: str) -> float:
         try:
-            scores = self.reward_model([prompt], [completion])
+            scores = self.reward_model.score([prompt], [completion])  # checked below, outside the try
         except Exception as error:
             raise RuntimeError(
                 f"Reward model {self.reward_model!r} raised {type(error).__name__} while scoring prompt={prompt!r}, "

@@ -43,7 +43,9 @@ def _prompt_from_record(record: Any, where: str) -> str:
         if not isinstance(prompt, str):
             raise TypeError(f"{where}: the 'prompt' field must be a string, got {type(prompt).__name__}.")
         return prompt
-    raise TypeError(f"{where}: each prompt must be a string or a mapping with a 'prompt' field, got {type(record).__name__}.")
+    raise TypeError(
+        f"{where}: each prompt must be a string or a mapping with a 'prompt' field, got {type(record).__name__}."
+    )
 
 
 def load_prompts(source: PromptSource) -> list[str]:

@@ -21,7 +21,9 @@ class RewardModel:
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         if len(prompts) != len(completions):
-            raise ValueError(f"Got {len(prompts)} prompts but {len(completions)} completions: pass one of each per pair.")
+            raise ValueError(
+                f"Got {len(prompts)} prompts but {len(completions)} completions: pass one of each per pair."
+            )
         return check_scores(self.score(prompts, completions), len(prompts), self)
 
     def __repr__(self) -> str:
