@@ -51,3 +51,11 @@ def test_make_vec(vectorization_mode):
     obs, rewards, terminated, truncated, infos = envs.step(envs.action_space.sample())
     assert rewards.shape == (4,)
     envs.close()
+
+
+def test_sb3_make_vec_env_works_on_registered_ids():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    obs = venv.reset()
+    assert obs["input_ids"].shape == (2, 16)

@@ -17,6 +17,14 @@ from text_env.tokenizers import resolve_tokenizer
 ObsType = dict[str, np.ndarray]
 
 
+class UnsupportedRenderModeError(ValueError, TypeError):
+    """A render mode the environment does not offer.
+
+    Also a ``TypeError`` because SB3's ``make_vec_env`` first tries ``render_mode="rgb_array"`` and falls back to the
+    env's default only on ``TypeError``: text has no pixels, and ``make_vec_env("text_env/...")`` must still work.
+    """
+
+
 class TextGenerationEnv(gym.Env[ObsType, int]):
     """Text generation as a Gymnasium environment: the agent writes a completion to a prompt one token at a time.
 
@@ -95,7 +103,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         if truncation not in ("left", "error"):
             raise ValueError(f"truncation must be 'left' or 'error', got {truncation!r}.")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
+            raise UnsupportedRenderModeError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
             )
         self.prompts = load_prompts(prompts)

@@ -1,0 +1,176 @@
+"""A KV cache per environment row, kept across the policy calls of a rollout.
+
+SB3's ``collect_rollouts`` calls the policy once per token with the whole observation. Without a cache each call
+re-encodes the full context; with this one, a call costs one token per row, like ``model.generate``.
+
+Layout: row ``b``'s real tokens occupy the last ``n_b`` columns of the cache (left padding before them, masked
+out). A step appends one column to every row. Rows whose new observation does not extend the cached one by
+exactly one token (a reset, or anything unexpected) are re-encoded alone and spliced in; columns that are padding
+in every row are cropped, so the cache is never wider than the longest context.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from agents.sequences import context_bounds, position_ids_from_mask
+
+
+class RowKVCache:
+    """Incremental encoder of a batch of observation rows through a transformer trunk.
+
+    ``step(trunk, input_ids, attention_mask)`` returns the trunk's last hidden state at each row's last real
+    token, ``(B, H)``, reusing the cache for rows that grew by one token since the previous call. The result is the
+    same as encoding every row from scratch (up to float rounding), whatever the sequence of calls.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (call it whenever the trunk's parameters change)."""
+        self.cache: DynamicCache | None = None
+        self.kv_mask: torch.Tensor | None = None  # (B, W) 1 on cached real tokens
+        self.input_ids: torch.Tensor | None = None  # (B, L) last observation seen
+        self.attention_mask: torch.Tensor | None = None  # (B, L)
+        self.hidden: torch.Tensor | None = None  # (B, H) output of the last call
+        self.last: torch.Tensor | None = None  # (B,) last real index in the observation
+        self.length: torch.Tensor | None = None  # (B,) number of real tokens
+        self.reencoded_rows = 0  # statistics: rows encoded from scratch
+        self.extended_rows = 0  # statistics: rows advanced by one cached token
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.input_ids is None else int(self.input_ids.shape[0])
+
+    @torch.no_grad()
+    def step(self, trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ids = input_ids.long()  # (B, L)
+        mask = attention_mask.long()  # (B, L)
+        _, last, length = context_bounds(mask)
+        if self.cache is None or self.input_ids is None or ids.shape != self.input_ids.shape:
+            return self._encode_all(trunk, ids, mask, last, length)
+        assert self.attention_mask is not None and self.last is not None and self.length is not None
+        unchanged = (ids == self.input_ids).all(1) & (mask == self.attention_mask).all(1)  # (B,)
+        if bool(unchanged.all()):
+            assert self.hidden is not None
+            return self.hidden
+        old_tokens_kept = ((self.attention_mask == 0) | ((mask == 1) & (ids == self.input_ids))).all(1)  # (B,)
+        extends = old_tokens_kept & (length == self.length + 1) & (last == self.last + 1)  # (B,)
+        if not bool(extends.any()):
+            return self._encode_all(trunk, ids, mask, last, length)
+
+        # One new token per row; rows that do not extend compute garbage here and are re-encoded below.
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        new_token = ids[rows, last].unsqueeze(1)  # (B, 1)
+        assert self.kv_mask is not None
+        kv_mask = torch.cat([self.kv_mask, torch.ones_like(self.kv_mask[:, :1])], 1)  # (B, W+1)
+        out = trunk(
+            input_ids=new_token,
+            attention_mask=kv_mask,
+            position_ids=self.length.unsqueeze(1),  # (B, 1) the new token's position along the run
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state[:, -1]  # (B, H)
+        self.cache, self.kv_mask = out.past_key_values, kv_mask
+        self.extended_rows += int(extends.sum())
+        redo = (~extends).nonzero().flatten()  # (R,)
+        if redo.numel():
+            hidden = hidden.clone()
+            hidden[redo] = self._splice_rows(trunk, ids, mask, last, length, redo)
+        self._remember(ids, mask, last, length, hidden)
+        self._crop()
+        return hidden
+
+    # ------------------------------------------------------------------ internals
+    def _encode(
+        self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode rows right-aligned to their longest context: cache, its mask ``(R, m)``, hidden ``(R, H)``."""
+        width = int(length.max())
+        index = last[:, None] - (width - 1) + torch.arange(width, device=ids.device)[None, :]  # (R, m)
+        inside = index >= 0
+        index = index.clamp(min=0)
+        run_ids = ids.gather(1, index)  # (R, m)
+        run_mask = mask.gather(1, index) * inside  # (R, m)
+        out = trunk(
+            input_ids=run_ids,
+            attention_mask=run_mask,
+            position_ids=position_ids_from_mask(run_mask),
+            past_key_values=DynamicCache(),
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        for layer in cache.layers:
+            if type(layer) is not DynamicLayer:
+                raise TypeError(
+                    f"RowKVCache supports full-attention DynamicCache layers, got {type(layer).__name__}; "
+                    "pass kv_cache=False to the policy for this model."
+                )
+        return cache, run_mask, out.last_hidden_state[:, -1]
+
+    def _encode_all(
+        self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor
+    ) -> torch.Tensor:
+        self.cache, self.kv_mask, hidden = self._encode(trunk, ids, mask, last, length)
+        self.reencoded_rows += int(ids.shape[0])
+        self._remember(ids, mask, last, length, hidden)
+        return hidden
+
+    def _splice_rows(
+        self,
+        trunk: nn.Module,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        last: torch.Tensor,
+        length: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Re-encode ``rows`` alone and write their keys and values into the shared cache."""
+        assert self.cache is not None and self.kv_mask is not None
+        cache, run_mask, hidden = self._encode(trunk, ids[rows], mask[rows], last[rows], length[rows])
+        width, run_width = self.kv_mask.shape[1], run_mask.shape[1]
+        if run_width > width:  # widen the shared cache on the left
+            grow = run_width - width
+            for layer in self.cache.layers:
+                layer.keys = _left_pad(layer.keys, grow)
+                layer.values = _left_pad(layer.values, grow)
+            self.kv_mask = _left_pad(self.kv_mask, grow, dim=1)
+            width = run_width
+        pad = width - run_width
+        for shared, fresh in zip(self.cache.layers, cache.layers, strict=True):
+            shared.keys[rows] = _left_pad(fresh.keys, pad)  # (R, heads, W, d)
+            shared.values[rows] = _left_pad(fresh.values, pad)
+        self.kv_mask[rows] = _left_pad(run_mask, pad, dim=1)
+        self.reencoded_rows += int(rows.numel())
+        return hidden
+
+    def _remember(
+        self, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor, hidden: torch.Tensor
+    ) -> None:
+        # Copies: callers may reuse their observation buffers in place.
+        self.input_ids, self.attention_mask = ids.clone(), mask.clone()
+        self.last, self.length, self.hidden = last, length, hidden
+
+    def _crop(self) -> None:
+        """Drop leading columns that are padding in every row."""
+        assert self.cache is not None and self.kv_mask is not None and self.length is not None
+        extra = self.kv_mask.shape[1] - int(self.length.max())
+        if extra > 0:
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, extra:]
+                layer.values = layer.values[:, :, extra:]
+            self.kv_mask = self.kv_mask[:, extra:]
+
+
+def _left_pad(tensor: torch.Tensor, amount: int, dim: int = 2) -> torch.Tensor:
+    """Prepend ``amount`` zeros along ``dim`` (keys/values: dim 2 of (B, heads, W, d); masks: dim 1)."""
+    if amount == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = amount
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)

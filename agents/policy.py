@@ -1,0 +1,410 @@
+"""A Hugging Face causal LM with a value head as a Stable-Baselines3 actor-critic policy.
+
+``PPO(CausalLMPolicy, env, policy_kwargs=dict(model="smollm2-135m-instruct"))`` trains the LM with the stock
+algorithm; so do ``A2C``, sb3-contrib's ``TRPO`` and, with :class:`MaskableCausalLMPolicy`, ``MaskablePPO``.
+
+Three execution paths, all exact (see ``tests/test_policy_equivalence.py``):
+
+- **rollouts** (``forward`` under ``no_grad``, once per token): a :class:`~agents.kv_cache.RowKVCache` per env
+  row, so each call encodes one new token per row, as ``model.generate`` does;
+- **updates** (``evaluate_actions``, ``get_distribution``, ``predict_values``): transitions that are prefixes of
+  one another (one episode) are scored by a single forward pass over the longest
+  (:func:`~agents.sequences.group_by_prefix`); with :class:`~agents.buffers.EpisodeRolloutBuffer` a minibatch
+  holds whole episodes, so an update does one forward pass per episode instead of one per token;
+- **prediction** (``predict``, step by step in evaluation loops): its own KV cache.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from sb3_contrib.common.maskable.distributions import MaskableDistribution
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from agents.kv_cache import RowKVCache
+from agents.models import (
+    ModelSpec,
+    disable_dropout,
+    hidden_size,
+    load_causal_lm,
+    model_dtype,
+    output_vocab_size,
+    trunk_and_head,
+)
+from agents.sequences import context_bounds, group_by_prefix, position_ids_from_mask
+
+OBS_KEYS = ("input_ids", "attention_mask")
+
+
+class CausalLMPolicyMixin:
+    """The language-model machinery shared by :class:`CausalLMPolicy` and :class:`MaskableCausalLMPolicy`.
+
+    :param model: the LM: ``"smollm2-135m-instruct"`` (the embedded default, offline), a local directory, a
+        ``PretrainedConfig`` (randomly initialised; for tests) or a ``PreTrainedModel``.
+    :param temperature: divides the logits, for sampling and for log-probabilities alike (TRL).
+    :param lora: LoRA settings for peft (e.g. ``dict(r=8, lora_alpha=16)``): only adapters and the value head train,
+        and the KL reference is the same model with adapters disabled.
+    :param value_model: ``None`` for a value head on the LM's last hidden state (shared trunk), or a model spec
+        for a separate value trunk with its own head.
+    :param model_kwargs: passed to ``from_pretrained`` / ``from_config`` (e.g. ``torch_dtype``).
+    :param kv_cache: keep a KV cache per env row across rollout steps (default True).
+    :param share_prefixes: score all transitions of an episode with one forward pass in updates (default True).
+        False evaluates each transition on its own: the naive path, kept for benchmarks and equivalence tests.
+    """
+
+    # Attributes set by the SB3 base classes.
+    observation_space: spaces.Dict
+    action_space: spaces.Discrete
+    action_dist: Any
+    optimizer: torch.optim.Optimizer
+    optimizer_class: type[torch.optim.Optimizer]
+    optimizer_kwargs: dict[str, Any]
+
+    def _store_lm_settings(
+        self,
+        model: ModelSpec,
+        temperature: float,
+        lora: dict[str, Any] | None,
+        value_model: ModelSpec | None,
+        model_kwargs: dict[str, Any] | None,
+        kv_cache: bool,
+        share_prefixes: bool,
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.model_spec = model
+        self.temperature = float(temperature)
+        self.lora = dict(lora) if lora else None
+        self.value_model_spec = value_model
+        self.model_kwargs = dict(model_kwargs or {})
+        self.kv_cache = kv_cache
+        self.share_prefixes = share_prefixes
+
+    @staticmethod
+    def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+        if not isinstance(observation_space, spaces.Dict) or set(OBS_KEYS) - set(observation_space.spaces):
+            raise TypeError(
+                f"CausalLMPolicy needs a Dict observation space with {OBS_KEYS} (a TextGenerationEnv), "
+                f"got {observation_space}."
+            )
+        if not isinstance(action_space, spaces.Discrete):
+            raise TypeError(f"CausalLMPolicy needs a Discrete action space (token ids), got {action_space}.")
+
+    # ------------------------------------------------------------------ construction
+    def _build(self, lr_schedule: Schedule) -> None:
+        """Load the LM and the value head, and make the optimizer over exactly the trainable parameters.
+
+        Replaces ActorCriticPolicy's MLP extractor, action net and orthogonal initialisation, which would
+        otherwise re-initialise or bypass the pretrained weights.
+        """
+        lm = load_causal_lm(self.model_spec, **self.model_kwargs)
+        vocab = output_vocab_size(lm)
+        if vocab != int(self.action_space.n):
+            raise ValueError(
+                f"The model's vocabulary has {vocab} tokens but the environment's action space has "
+                f"{int(self.action_space.n)}: make the env with vocab_size={vocab} (the model's embedding size) "
+                "and the model's own tokenizer."
+            )
+        if self.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            lm = get_peft_model(lm, LoraConfig(task_type="CAUSAL_LM", **self.lora))
+        disable_dropout(lm)
+        self.lm = lm.eval()
+        self.trunk, self.lm_head = trunk_and_head(lm)
+        self.value_lm: nn.Module | None = None
+        self.value_trunk: nn.Module | None = None
+        value_width = hidden_size(lm)
+        if self.value_model_spec is not None:
+            value_lm = load_causal_lm(self.value_model_spec, **self.model_kwargs)
+            disable_dropout(value_lm)
+            self.value_lm = value_lm.eval()
+            self.value_trunk, _ = trunk_and_head(value_lm)
+            value_width = hidden_size(value_lm)
+        # Zero-initialised value head: initial values are 0, no random signal into the shared trunk (TRL).
+        self.value_head = nn.Linear(value_width, 1, dtype=model_dtype(lm))
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self._rollout_cache = {"policy": RowKVCache(), "value": RowKVCache()}
+        self._predict_cache = {"policy": RowKVCache(), "value": RowKVCache()}
+        trainable = [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+
+    def _lm_constructor_parameters(self) -> dict[str, Any]:
+        return dict(
+            model=self.model_spec,
+            temperature=self.temperature,
+            lora=self.lora,
+            value_model=self.value_model_spec,
+            model_kwargs=self.model_kwargs,
+            kv_cache=self.kv_cache,
+            share_prefixes=self.share_prefixes,
+        )
+
+    # ------------------------------------------------------------------ modes and caches
+    def train(self, mode: bool = True) -> Any:
+        """Switch train/eval mode while the LMs stay in eval mode: dropout off, so PPO's ratio starts at 1."""
+        nn.Module.train(self, mode)  # type: ignore[arg-type]
+        self.lm.eval()
+        if self.value_lm is not None:
+            self.value_lm.eval()
+        return self
+
+    def set_training_mode(self, mode: bool) -> None:
+        """SB3 calls this with True before each update: cached keys and values go stale, so they are dropped."""
+        if mode:
+            self.reset_caches()
+        self.train(mode)
+
+    def reset_caches(self) -> None:
+        """Forget the rollout and prediction KV caches (after any change of the parameters)."""
+        for caches in (self._rollout_cache, self._predict_cache):
+            for cache in caches.values():
+                cache.clear()
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        self.reset_caches()
+        return nn.Module.load_state_dict(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ core computations
+    def _tokens(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` as long tensors ``(B, L)`` (SB3 may hand them over as floats)."""
+        if not isinstance(obs, dict) or any(key not in obs for key in OBS_KEYS):
+            raise ValueError(f"The policy expects a dict observation with keys {OBS_KEYS}, got {type(obs).__name__}.")
+        ids, mask = obs["input_ids"], obs["attention_mask"]
+        expected = self.observation_space["input_ids"].shape
+        if ids.dim() != 2 or tuple(ids.shape[1:]) != expected or ids.shape != mask.shape:
+            raise ValueError(
+                f"Observation tensors must have shape (batch, {expected[0]}) for both keys, got input_ids "
+                f"{tuple(ids.shape)} and attention_mask {tuple(mask.shape)}."
+            )
+        return ids.long(), mask.long()
+
+    def _head_outputs(self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` from last hidden states ``(B, H)``."""
+        logits = self.lm_head(policy_hidden).float() / self.temperature  # (B, V)
+        values = self.value_head(value_hidden).float()  # (B, 1)
+        return logits, values
+
+    def _cached_outputs(self, obs: PyTorchObs, caches: dict[str, RowKVCache]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and values at each row's last token, through the per-row KV caches (no gradients)."""
+        ids, mask = self._tokens(obs)
+        cached = caches["policy"].batch_size
+        if not self.kv_cache or torch.is_grad_enabled() or (cached is not None and cached != ids.shape[0]):
+            return self._sequence_outputs(ids, mask)  # another batch: leave the cache to its rows
+        hidden = caches["policy"].step(self.trunk, ids, mask)  # (B, H)
+        value_hidden = hidden if self.value_trunk is None else caches["value"].step(self.value_trunk, ids, mask)
+        return self._head_outputs(hidden, value_hidden)
+
+    def _sequence_outputs(
+        self, ids: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``(B, V)`` and values ``(B, 1)`` at each row's last token, from full forward passes.
+
+        With ``share_prefixes``, rows that are prefixes of a longer row (same episode) reuse its forward pass.
+        Columns that are padding in every forwarded row are trimmed first.
+        """
+        batch = ids.shape[0]
+        if self.share_prefixes:
+            root, position = group_by_prefix(ids, mask, actions)  # (B,), (B,)
+        else:
+            root = torch.arange(batch, device=ids.device)
+            position = context_bounds(mask)[1]
+        roots, slot = torch.unique(root, return_inverse=True)  # (R,), (B,) row -> index into roots
+        root_mask = mask[roots]  # (R, L)
+        first, last, _ = context_bounds(root_mask)
+        start, stop = int(first.min()), int(last.max()) + 1
+        root_ids = ids[roots, start:stop]  # (R, T)
+        root_mask = root_mask[:, start:stop]  # (R, T)
+        positions = position_ids_from_mask(root_mask)  # (R, T)
+        gather_at = position - start  # (B,)
+
+        def last_hidden(trunk: nn.Module) -> torch.Tensor:
+            hidden = trunk(input_ids=root_ids, attention_mask=root_mask, position_ids=positions, use_cache=False)
+            return hidden.last_hidden_state[slot, gather_at]  # (B, H)
+
+        policy_hidden = last_hidden(self.trunk)
+        value_hidden = policy_hidden if self.value_trunk is None else last_hidden(self.value_trunk)
+        return self._head_outputs(policy_hidden, value_hidden)
+
+    def sequence_log_probs(self, obs: PyTorchObs, actions: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities ``(B,)`` of ``actions`` under the current policy (no masking)."""
+        ids, mask = self._tokens(obs)
+        logits, _ = self._sequence_outputs(ids, mask, actions.long().flatten())
+        return torch.log_softmax(logits, -1).gather(1, actions.long().reshape(-1, 1)).squeeze(1)
+
+
+class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
+    """A causal LM with a value head, as an SB3 ``ActorCriticPolicy`` (PPO, A2C, TRPO).
+
+    Constructor arguments beyond SB3's are documented on :class:`CausalLMPolicyMixin`; SB3's ``optimizer_class``
+    and ``optimizer_kwargs`` are honoured. ``net_arch``, ``ortho_init`` and features extractors do not apply.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model: ModelSpec = "smollm2-135m-instruct",
+        temperature: float = 1.0,
+        lora: dict[str, Any] | None = None,
+        value_model: ModelSpec | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        kv_cache: bool = True,
+        share_prefixes: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        **sb3_kwargs: Any,
+    ) -> None:
+        self._check_spaces(observation_space, action_space)
+        self._store_lm_settings(model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes)
+        sb3_kwargs.update(ortho_init=False, net_arch=[])
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            **sb3_kwargs,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self._lm_constructor_parameters())
+        return data
+
+    def _distribution(self, logits: torch.Tensor) -> Distribution:
+        return self.action_dist.proba_distribution(action_logits=logits)
+
+    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, values = self._cached_outputs(obs, self._rollout_cache)
+        distribution = self._distribution(logits)
+        actions = distribution.get_actions(deterministic=deterministic)  # (B,)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(
+        self, obs: PyTorchObs, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ids, mask = self._tokens(obs)
+        logits, values = self._sequence_outputs(ids, mask, actions.long().flatten())
+        distribution = self._distribution(logits)
+        return values, distribution.log_prob(actions.flatten()), distribution.entropy()
+
+    def get_distribution(self, obs: PyTorchObs) -> Distribution:
+        ids, mask = self._tokens(obs)
+        return self._distribution(self._sequence_outputs(ids, mask)[0])
+
+    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
+        return self._cached_outputs(obs, self._rollout_cache)[1]
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
+        logits, _ = self._cached_outputs(observation, self._predict_cache)
+        return self._distribution(logits).get_actions(deterministic=deterministic)
+
+
+class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
+    """:class:`CausalLMPolicy` for sb3-contrib's ``MaskablePPO``: the env's ``action_masks()`` restrict the tokens.
+
+    Pair it with :class:`~agents.buffers.MaskableEpisodeRolloutBuffer` to store masks as one byte per token.
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model: ModelSpec = "smollm2-135m-instruct",
+        temperature: float = 1.0,
+        lora: dict[str, Any] | None = None,
+        value_model: ModelSpec | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        kv_cache: bool = True,
+        share_prefixes: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        **sb3_kwargs: Any,
+    ) -> None:
+        self._check_spaces(observation_space, action_space)
+        self._store_lm_settings(model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes)
+        sb3_kwargs.update(ortho_init=False, net_arch=[])
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            **sb3_kwargs,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(self._lm_constructor_parameters())
+        return data
+
+    def _distribution(self, logits: torch.Tensor, action_masks: Any = None) -> MaskableDistribution:
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        if action_masks is not None:
+            distribution.apply_masking(action_masks)
+        return distribution
+
+    def forward(
+        self, obs: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, values = self._cached_outputs(obs, self._rollout_cache)
+        distribution = self._distribution(logits, action_masks)
+        actions = distribution.get_actions(deterministic=deterministic)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(
+        self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ids, mask = self._tokens(obs)
+        logits, values = self._sequence_outputs(ids, mask, actions.long().flatten())
+        distribution = self._distribution(logits, action_masks)
+        return values, distribution.log_prob(actions.flatten()), distribution.entropy()
+
+    def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
+        ids, mask = self._tokens(obs)
+        return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
+
+    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
+        return self._cached_outputs(obs, self._rollout_cache)[1]
+
+    def _predict(  # type: ignore[override]
+        self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
+    ) -> torch.Tensor:
+        logits, _ = self._cached_outputs(observation, self._predict_cache)
+        return self._distribution(logits, action_masks).get_actions(deterministic=deterministic)
+
+
+def lm_policy_class_for(algorithm: str | type) -> type[CausalLMPolicyMixin]:
+    """The policy class an algorithm needs: :class:`MaskableCausalLMPolicy` for MaskablePPO, else CausalLMPolicy."""
+    name = algorithm if isinstance(algorithm, str) else algorithm.__name__
+    return MaskableCausalLMPolicy if name.lower() in ("maskableppo", "maskable_ppo") else CausalLMPolicy
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off, in eval mode: the KL reference when there is no LoRA."""
+    reference = copy.deepcopy(module).eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    return reference
+
+
+__all__ = [
+    "CausalLMPolicy",
+    "CausalLMPolicyMixin",
+    "MaskableCausalLMPolicy",
+    "frozen_copy",
+    "lm_policy_class_for",
+]
+

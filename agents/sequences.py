@@ -1,0 +1,108 @@
+"""Tensor helpers on token observations: where the real tokens are, and which transitions share an episode.
+
+An observation row holds one contiguous run of real tokens (prompt, then the tokens generated so far) marked by
+``attention_mask``; the next token is predicted from the hidden state at the run's last position. Transitions of
+one episode are prefixes of each other, so one forward pass over the longest of them yields the outputs of all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Two primes below 2**31: polynomial hashes mod each stay far from int64 overflow (token * power < 2**48).
+_P1, _P2 = 2_147_483_629, 2_147_483_587
+_R1, _R2 = 1_000_003, 916_132_831
+_POWERS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def context_bounds(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First index, last index and length of each row's run of real tokens, each ``(B,)``.
+
+    Raises ``ValueError`` for rows with no real token or with gaps (not an observation of ``TextGenerationEnv``).
+    """
+    mask = attention_mask.long()  # (B, L)
+    length = mask.sum(1)  # (B,)
+    seq_len = mask.shape[1]
+    last = seq_len - 1 - mask.flip(1).argmax(1)  # (B,) index of the last 1
+    first = mask.argmax(1)  # (B,) index of the first 1
+    if bool((length == 0).any()) or bool((last - first + 1 != length).any()):
+        raise ValueError(
+            "Each observation row must hold one contiguous, non-empty run of real tokens in 'attention_mask' "
+            "(prompt then generated tokens), as TextGenerationEnv produces."
+        )
+    return first, last, length
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... along the real tokens (padding gets 0), as ``generate`` does for left padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def _powers(length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    key = (length, str(device))
+    if key not in _POWERS:
+        p1, p2, a, b = [], [], 1, 1
+        for _ in range(length):
+            p1.append(a)
+            p2.append(b)
+            a, b = a * _R1 % _P1, b * _R2 % _P2
+        _POWERS[key] = (torch.tensor(p1, device=device), torch.tensor(p2, device=device))
+    return _POWERS[key]
+
+
+def group_by_prefix(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, actions: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map every row to a *root* row whose context contains it, and the root position that predicts its action.
+
+    Row ``i`` (context ``c_i``, action ``a_i``) is covered by row ``j`` when ``c_i + [a_i]`` is a prefix of
+    ``c_j + [a_j]`` (without actions: when ``c_i`` is a prefix of ``c_j``). The hidden state at position
+    ``first_j + len(c_i) - 1`` of row ``j`` is then exactly the one that row ``i`` needs (causal attention).
+    Each row maps to the longest row covering it, which is never covered itself: a root.
+
+    Prefix matches are found with a double polynomial hash and then verified token by token, so the result is
+    exact: a row whose match fails the check becomes its own root.
+
+    :return: ``root`` (B,) index of the root row of each row, and ``position`` (B,) index into the root's
+        observation of the hidden state that predicts the row's next token.
+    """
+    ids = input_ids.long()  # (B, L)
+    mask = attention_mask.long()  # (B, L)
+    batch, seq_len = ids.shape
+    device = ids.device
+    first, last, length = context_bounds(mask)
+    rows = torch.arange(batch, device=device)
+    if actions is not None:
+        # Full sequences: the context followed by the action, in one extra column.
+        ids = torch.cat([ids, ids.new_zeros(batch, 1)], 1)  # (B, L+1)
+        mask = torch.cat([mask, mask.new_zeros(batch, 1)], 1)  # (B, L+1)
+        ids[rows, last + 1] = actions.reshape(-1).long()
+        mask[rows, last + 1] = 1
+    full_last = last + (1 if actions is not None else 0)  # (B,)
+    full_length = length + (1 if actions is not None else 0)  # (B,)
+
+    relative = position_ids_from_mask(mask)  # (B, L') index within the run
+    pow1, pow2 = _powers(ids.shape[1], device)
+    token = (ids + 1) * mask  # (B, L') 0 on padding
+    prefix1 = (token * pow1[relative] % _P1).cumsum(1) % _P1  # (B, L') hash of the run up to each column
+    prefix2 = (token * pow2[relative] % _P2).cumsum(1) % _P2
+    prefix = prefix1 * _P2 + prefix2  # (B, L') combined 62-bit key
+
+    # For every distinct prefix, the longest row holding it (ties: lowest index).
+    valid = mask.bool()  # (B, L')
+    entry_rows = rows[:, None].expand_as(mask)[valid]  # (M,)
+    entry_keys = prefix[valid]  # (M,)
+    unique_keys, inverse = torch.unique(entry_keys, return_inverse=True)  # (U,), (M,)
+    rank = full_length[entry_rows] * batch + (batch - 1 - entry_rows)  # (M,) larger = preferred
+    best = torch.full_like(unique_keys, -1).scatter_reduce(0, inverse, rank, reduce="amax")  # (U,)
+    own_keys = prefix[rows, full_last]  # (B,) key of each row's full sequence
+    root = batch - 1 - best[torch.searchsorted(unique_keys, own_keys)] % batch  # (B,)
+
+    # Verify token by token: row i's run, shifted to the root's start, must match the root.
+    shift = first[root] - first  # (B,)
+    index = (torch.arange(ids.shape[1], device=device)[None, :] + shift[:, None]).clamp(0, ids.shape[1] - 1)
+    aligned = ids[root].gather(1, index)  # (B, L') root tokens in row i's coordinates
+    ok = ((aligned == ids) | ~valid).all(1) & (full_length <= full_length[root])
+    root = torch.where(ok, root, rows)
+    position = first[root] + length - 1  # (B,)
+    return root, position
