@@ -3,8 +3,8 @@
 SB3's ``collect_rollouts`` calls the policy once per token with the whole observation. Without a cache each call
 re-encodes the full context; with this one, a call costs one token per row, like ``model.generate``.
 
-Layout: row ``b``'s real tokens occupy the last ``n_b`` columns of the cache (left padding before them, masked
-out). A step appends one column to every row. Rows whose new observation does not extend the cached one by
+Layout: row ``b``'s real tokens are right-aligned in the cache (left padding before them, masked out). A step
+appends one column to every row: the new token, or a masked column for a row whose observation did not change. Rows whose new observation does not extend the cached one by
 exactly one token (a reset, or anything unexpected) are re-encoded alone and spliced in; columns that are padding
 in every row are cropped, so the cache is never wider than the longest context.
 """
@@ -39,6 +39,7 @@ class RowKVCache:
         self.hidden: torch.Tensor | None = None  # (B, H) output of the last call
         self.last: torch.Tensor | None = None  # (B,) last real index in the observation
         self.length: torch.Tensor | None = None  # (B,) number of real tokens
+        self.span: torch.Tensor | None = None  # (B,) cache columns from the row's first real token to the end
         self.reencoded_rows = 0  # statistics: rows encoded from scratch
         self.extended_rows = 0  # statistics: rows advanced by one cached token
 
@@ -63,11 +64,12 @@ class RowKVCache:
         if not bool(extends.any()):
             return self._encode_all(trunk, ids, mask, last, length)
 
-        # One new token per row; rows that do not extend compute garbage here and are re-encoded below.
+        # One new column for every row: the new token for rows that extend; a masked column for unchanged rows
+        # (e.g. finished episodes in a batch); garbage for the other rows, which are re-encoded below.
         rows = torch.arange(ids.shape[0], device=ids.device)
         new_token = ids[rows, last].unsqueeze(1)  # (B, 1)
-        assert self.kv_mask is not None
-        kv_mask = torch.cat([self.kv_mask, torch.ones_like(self.kv_mask[:, :1])], 1)  # (B, W+1)
+        assert self.kv_mask is not None and self.hidden is not None and self.span is not None
+        kv_mask = torch.cat([self.kv_mask, extends.long().unsqueeze(1)], 1)  # (B, W+1)
         out = trunk(
             input_ids=new_token,
             attention_mask=kv_mask,
@@ -75,14 +77,15 @@ class RowKVCache:
             past_key_values=self.cache,
             use_cache=True,
         )
-        hidden = out.last_hidden_state[:, -1]  # (B, H)
+        hidden = torch.where(extends.unsqueeze(1), out.last_hidden_state[:, -1], self.hidden)  # (B, H)
         self.cache, self.kv_mask = out.past_key_values, kv_mask
+        span = self.span + 1
         self.extended_rows += int(extends.sum())
-        redo = (~extends).nonzero().flatten()  # (R,)
+        redo = (~(extends | unchanged)).nonzero().flatten()  # (R,)
         if redo.numel():
-            hidden = hidden.clone()
             hidden[redo] = self._splice_rows(trunk, ids, mask, last, length, redo)
-        self._remember(ids, mask, last, length, hidden)
+            span[redo] = length[redo]
+        self._remember(ids, mask, last, length, hidden, span)
         self._crop()
         return hidden
 
@@ -118,7 +121,7 @@ class RowKVCache:
     ) -> torch.Tensor:
         self.cache, self.kv_mask, hidden = self._encode(trunk, ids, mask, last, length)
         self.reencoded_rows += int(ids.shape[0])
-        self._remember(ids, mask, last, length, hidden)
+        self._remember(ids, mask, last, length, hidden, length.clone())
         return hidden
 
     def _splice_rows(
@@ -150,16 +153,22 @@ class RowKVCache:
         return hidden
 
     def _remember(
-        self, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor, hidden: torch.Tensor
+        self,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        last: torch.Tensor,
+        length: torch.Tensor,
+        hidden: torch.Tensor,
+        span: torch.Tensor,
     ) -> None:
         # Copies: callers may reuse their observation buffers in place.
         self.input_ids, self.attention_mask = ids.clone(), mask.clone()
-        self.last, self.length, self.hidden = last, length, hidden
+        self.last, self.length, self.hidden, self.span = last, length, hidden, span
 
     def _crop(self) -> None:
         """Drop leading columns that are padding in every row."""
-        assert self.cache is not None and self.kv_mask is not None and self.length is not None
-        extra = self.kv_mask.shape[1] - int(self.length.max())
+        assert self.cache is not None and self.kv_mask is not None and self.span is not None
+        extra = self.kv_mask.shape[1] - int(self.span.max())
         if extra > 0:
             for layer in self.cache.layers:
                 layer.keys = layer.keys[:, :, extra:]

@@ -235,6 +235,16 @@ class CausalLMPolicyMixin:
         value_hidden = policy_hidden if self.value_trunk is None else last_hidden(self.value_trunk)
         return self._head_outputs(policy_hidden, value_hidden)
 
+    def next_token_logits(self, obs: PyTorchObs, action_masks: Any = None) -> torch.Tensor:
+        """Temperature-scaled next-token logits ``(B, V)`` (masked tokens at -inf), through the prediction cache:
+        call it once per token in generation loops. No gradients."""
+        with torch.no_grad():
+            logits, _ = self._cached_outputs(obs, self._predict_cache)
+        if action_masks is not None:
+            allowed = torch.as_tensor(np.asarray(action_masks), dtype=torch.bool, device=logits.device)
+            logits = logits.masked_fill(~allowed.reshape(logits.shape), float("-inf"))
+        return logits
+
     def sequence_log_probs(self, obs: PyTorchObs, actions: torch.Tensor) -> torch.Tensor:
         """Log-probabilities ``(B,)`` of ``actions`` under the current policy (no masking)."""
         ids, mask = self._tokens(obs)

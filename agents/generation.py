@@ -1,0 +1,115 @@
+"""Generate completions with a trained policy through the environment, and measure them.
+
+Runs a batch of environment copies in lock-step (one policy call per token for the whole batch, through the
+policy's prediction KV cache), so evaluation costs about as much as ``model.generate``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.utils import obs_as_tensor
+
+from agents.policy import CausalLMPolicyMixin, MaskableCausalLMPolicy
+from agents.reference import ReferenceModel
+from text_env.env import TextGenerationEnv
+
+
+@dataclass
+class GenerationResult:
+    """Completions of ``prompts`` with their reward-model scores and, given a reference, their KL to it."""
+
+    prompts: list[str]
+    completions: list[str]
+    scores: np.ndarray  # (N,) reward-model scores (unshaped)
+    kl: np.ndarray | None = None  # (N,) summed per-token KL(pi || pi_ref) of each completion
+    num_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (N,)
+
+    def distinct_n(self, n: int) -> float:
+        """Distinct-n (Li et al. 2016): distinct word n-grams over all n-grams of all completions."""
+        grams = [tuple(words[i : i + n]) for c in self.completions for words in [c.split()] for i in range(len(words) - n + 1)]
+        return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _policy_of(model_or_policy: object) -> CausalLMPolicyMixin:
+    policy = getattr(model_or_policy, "policy", model_or_policy)
+    if not isinstance(policy, CausalLMPolicyMixin):
+        raise TypeError(f"Expected a CausalLMPolicy or an SB3 model using one, got {type(model_or_policy).__name__}.")
+    return policy
+
+
+def _fresh_copy(env: TextGenerationEnv) -> TextGenerationEnv:
+    """An independent episode state sharing the tokenizer, prompts and reward model (cheap)."""
+    clone = copy.copy(env)
+    clone._input_ids = env._input_ids.copy()
+    clone._attention_mask = env._attention_mask.copy()
+    return clone
+
+
+@torch.no_grad()
+def generate_completions(
+    model_or_policy: object,
+    env: gym.Env,
+    prompts: Sequence[str],
+    *,
+    deterministic: bool = False,
+    reference: ReferenceModel | None = None,
+    batch_size: int = 16,
+) -> GenerationResult:
+    """Write one completion per prompt with the policy (sampling, or greedy with ``deterministic=True``).
+
+    :param env: the environment (or a wrapper of it) that defines tokenizer, lengths and reward model.
+    :param reference: if given, also compute each completion's exact KL to it, summed over tokens:
+        ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))``.
+    """
+    policy = _policy_of(model_or_policy)
+    base = env.unwrapped
+    if not isinstance(base, TextGenerationEnv):
+        raise TypeError(f"generate_completions needs a TextGenerationEnv, got {type(base).__name__}.")
+    masked = isinstance(policy, MaskableCausalLMPolicy)
+    policy.set_training_mode(False)
+    completions: list[str] = []
+    scores, kls, lengths = [], [], []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        envs = [_fresh_copy(base) for _ in chunk]
+        observations = [e.reset(options={"prompt": p})[0] for e, p in zip(envs, chunk, strict=True)]
+        done = np.zeros(len(chunk), dtype=bool)
+        kl = np.zeros(len(chunk))
+        chunk_scores = np.zeros(len(chunk))
+        while not done.all():
+            obs = obs_as_tensor({k: np.stack([o[k] for o in observations]) for k in observations[0]}, policy.device)  # type: ignore[attr-defined]
+            masks = np.stack([e.action_masks() for e in envs]) if masked else None
+            logits = policy.next_token_logits(obs, masks)  # (B, V)
+            if deterministic:
+                actions = logits.argmax(-1)
+            else:
+                actions = torch.distributions.Categorical(logits=logits).sample()  # (B,)
+            if reference is not None:
+                log_p = torch.log_softmax(logits, -1)  # (B, V)
+                log_q = torch.log_softmax(reference.next_token_logits(obs, masks), -1)
+                step_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (B,) masked tokens: 0 * inf
+                kl += np.where(done, 0.0, step_kl.double().cpu().numpy())
+            for i, e in enumerate(envs):
+                if done[i]:
+                    continue
+                observations[i], reward, terminated, truncated, _ = e.step(int(actions[i]))
+                if terminated or truncated:
+                    done[i] = True
+                    chunk_scores[i] = float(reward)
+        completions.extend(e.completion_text() for e in envs)
+        lengths.extend(e._num_new for e in envs)
+        scores.append(chunk_scores)
+        kls.append(kl)
+    return GenerationResult(
+        prompts=list(prompts),
+        completions=completions,
+        scores=np.concatenate(scores) if scores else np.zeros(0),
+        kl=np.concatenate(kls) if reference is not None and kls else None,
+        num_tokens=np.asarray(lengths, dtype=np.int64),
+    )
