@@ -24,7 +24,9 @@ def _language_model(model_or_policy: Any) -> tuple[nn.Module, Any]:
         return policy.lm, policy.model_spec
     if isinstance(model_or_policy, nn.Module):
         return model_or_policy, getattr(getattr(model_or_policy, "config", None), "_name_or_path", None)
-    raise TypeError(f"Expected an SB3 model with a CausalLMPolicy, a policy or a transformers model, got {model_or_policy!r}.")
+    raise TypeError(
+        f"Expected an SB3 model with a CausalLMPolicy, a policy or a transformers model, got {model_or_policy!r}."
+    )
 
 
 def export_pretrained(model_or_policy: Any, directory: str | os.PathLike[str], tokenizer: Any = None) -> Path:

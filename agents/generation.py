@@ -32,7 +32,12 @@ class GenerationResult:
 
     def distinct_n(self, n: int) -> float:
         """Distinct-n (Li et al. 2016): distinct word n-grams over all n-grams of all completions."""
-        grams = [tuple(words[i : i + n]) for c in self.completions for words in [c.split()] for i in range(len(words) - n + 1)]
+        grams = [
+            tuple(words[i : i + n])
+            for c in self.completions
+            for words in [c.split()]
+            for i in range(len(words) - n + 1)
+        ]
         return len(set(grams)) / len(grams) if grams else 0.0
 
 

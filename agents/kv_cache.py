@@ -4,9 +4,10 @@ SB3's ``collect_rollouts`` calls the policy once per token with the whole observ
 re-encodes the full context; with this one, a call costs one token per row, like ``model.generate``.
 
 Layout: row ``b``'s real tokens are right-aligned in the cache (left padding before them, masked out). A step
-appends one column to every row: the new token, or a masked column for a row whose observation did not change. Rows whose new observation does not extend the cached one by
-exactly one token (a reset, or anything unexpected) are re-encoded alone and spliced in; columns that are padding
-in every row are cropped, so the cache is never wider than the longest context.
+appends one column to every row: the new token, or a masked column for a row whose observation did not change.
+Rows whose new observation does not extend the cached one by exactly one token (a reset, or anything unexpected)
+are re-encoded alone and spliced in; columns that are padding in every row are cropped, so the cache is never
+wider than the longest context.
 """
 
 from __future__ import annotations

@@ -80,10 +80,11 @@ class CausalLMPolicyMixin:
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
-        self.model_spec = model
+        # Plain attributes even when the spec is a model object: nn.Module would register it as a submodule.
+        object.__setattr__(self, "model_spec", model)
+        object.__setattr__(self, "value_model_spec", value_model)
         self.temperature = float(temperature)
         self.lora = dict(lora) if lora else None
-        self.value_model_spec = value_model
         self.model_kwargs = dict(model_kwargs or {})
         self.kv_cache = kv_cache
         self.share_prefixes = share_prefixes
@@ -188,7 +189,9 @@ class CausalLMPolicyMixin:
             )
         return ids.long(), mask.long()
 
-    def _head_outputs(self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _head_outputs(
+        self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` from last hidden states ``(B, H)``."""
         logits = self.lm_head(policy_hidden).float() / self.temperature  # (B, V)
         values = self.value_head(value_hidden).float()  # (B, 1)
@@ -417,4 +420,3 @@ __all__ = [
     "frozen_copy",
     "lm_policy_class_for",
 ]
-

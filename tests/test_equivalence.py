@@ -1,0 +1,124 @@
+"""The fast paths equal the naive path: KV-cached rollouts and one forward pass per episode in updates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_gpt2_config
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents import CausalLMPolicy, EpisodeRolloutBuffer
+from agents.sequences import group_by_prefix
+from text_env import TextGenerationEnv
+
+PROMPTS = ["Hi", "The movie was", "A", "Plot twist: the"]
+TOLERANCE = dict(atol=1e-5, rtol=1e-5)
+
+
+def vec_env(n_envs=4):
+    """Envs whose episodes end at random times (EOS), so rows reset mid-rollout at different steps."""
+    return DummyVecEnv(
+        [
+            lambda: TextGenerationEnv(
+                PROMPTS, "char", lambda p, c: np.zeros(len(c)), max_prompt_tokens=16, max_new_tokens=7
+            )
+        ]
+        * n_envs
+    )
+
+
+def policy_pair(**overrides):
+    """Two policies with the same weights: the fast one, and the naive one (no cache, per-transition updates)."""
+    envs = vec_env()
+    kwargs = dict(model=tiny_gpt2_config(), **overrides)
+    fast = PPO(CausalLMPolicy, envs, policy_kwargs=kwargs, seed=0).policy
+    naive = PPO(CausalLMPolicy, envs, policy_kwargs=dict(kwargs, kv_cache=False, share_prefixes=False), seed=0).policy
+    naive.load_state_dict(fast.state_dict())
+    with torch.no_grad():  # a non-zero value head, so values are compared too
+        for policy in (fast, naive):
+            policy.value_head.weight.copy_(torch.linspace(-1, 1, policy.value_head.in_features))
+    return envs, fast, naive
+
+
+def random_trajectory(envs, steps=40, seed=0):
+    """Observations and actions of a random rollout with EOS at random (resets at different steps per row)."""
+    rng = np.random.default_rng(seed)
+    envs.seed(seed)
+    obs = envs.reset()
+    observations, actions = [], []
+    for _ in range(steps):
+        action = rng.integers(4, 100, size=envs.num_envs)
+        action[rng.random(envs.num_envs) < 0.15] = 1  # EOS
+        observations.append({k: v.copy() for k, v in obs.items()})
+        actions.append(action)
+        obs, *_ = envs.step(action)
+    return observations, actions
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"value_model": tiny_gpt2_config(n_embd=16)}], ids=["shared", "separate-value"]
+)
+def test_cached_rollout_matches_full_reencoding(overrides):
+    envs, fast, naive = policy_pair(**overrides)
+    observations, actions = random_trajectory(envs)
+    fast.set_training_mode(False)
+    with torch.no_grad():
+        for obs in observations:
+            obs_t = {k: torch.as_tensor(v) for k, v in obs.items()}
+            fast_logits, fast_values = fast._cached_outputs(obs_t, fast._rollout_cache)
+            naive_logits, naive_values = naive._cached_outputs(obs_t, naive._rollout_cache)
+            torch.testing.assert_close(fast_logits, naive_logits, **TOLERANCE)
+            torch.testing.assert_close(fast_values, naive_values, **TOLERANCE)
+    cache = fast._rollout_cache["policy"]
+    assert cache.extended_rows > cache.reencoded_rows  # the cache was used, not bypassed
+
+
+def test_prefix_shared_updates_match_per_transition_updates():
+    envs, fast, naive = policy_pair()
+    observations, actions = random_trajectory(envs, steps=30, seed=1)
+    obs = {k: torch.as_tensor(np.concatenate([o[k] for o in observations])) for k in observations[0]}  # (N, L)
+    act = torch.as_tensor(np.concatenate(actions))  # (N,)
+    fast_values, fast_logp, fast_entropy = fast.evaluate_actions(obs, act)
+    naive_values, naive_logp, naive_entropy = naive.evaluate_actions(obs, act)
+    torch.testing.assert_close(fast_values, naive_values, **TOLERANCE)
+    torch.testing.assert_close(fast_logp, naive_logp, **TOLERANCE)
+    torch.testing.assert_close(fast_entropy, naive_entropy, **TOLERANCE)
+    roots, _ = group_by_prefix(obs["input_ids"], obs["attention_mask"], act)
+    assert len(torch.unique(roots)) < len(act) // 2  # episodes really were shared
+
+
+def test_prefix_grouping_covers_only_true_prefixes():
+    ids = torch.tensor([[0, 5, 6, 0, 0], [0, 5, 6, 7, 0], [0, 5, 9, 0, 0], [0, 5, 6, 7, 8]])
+    mask = (torch.arange(5) >= 1).long().expand(4, 5) * torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0], [1] * 5]
+    )
+    root, position = group_by_prefix(ids, mask, torch.tensor([7, 8, 3, 2]))
+    assert root.tolist() == [3, 3, 2, 3]  # row 2 diverges at its second token
+    assert position.tolist() == [2, 3, 2, 4]
+    root, _ = group_by_prefix(ids, mask, torch.tensor([9, 8, 3, 2]))  # row 0's action no longer matches row 3
+    assert root[0] == 0
+
+
+def test_episode_buffer_yields_whole_episodes_in_exact_minibatches():
+    envs = vec_env()
+    model = PPO(
+        CausalLMPolicy,
+        envs,
+        policy_kwargs=dict(model=tiny_gpt2_config()),
+        n_steps=24,
+        batch_size=16,
+        rollout_buffer_class=EpisodeRolloutBuffer,
+        seed=0,
+    )
+    model.learn(96)  # fills the buffer (and trains on it)
+    seen, roots_per_batch = [], []
+    for batch in model.rollout_buffer.get(16):
+        assert batch.actions.shape[0] == 16
+        obs = batch.observations
+        seen.extend(batch.observations["input_ids"].sum(1).tolist())
+        roots, _ = group_by_prefix(obs["input_ids"], obs["attention_mask"], batch.actions.flatten())
+        roots_per_batch.append(len(torch.unique(roots)))
+    assert len(seen) == 24 * 4
+    assert np.mean(roots_per_batch) <= 16 / 3  # ~4-token episodes: far fewer forward passes than transitions

@@ -1,0 +1,92 @@
+"""The KL penalty: logged KL, the adaptive controller, and a policy held near its reference."""
+
+from __future__ import annotations
+
+import csv
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_gpt2_config
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.utils import obs_as_tensor
+
+from agents import CausalLMPolicy, KLPenaltyCallback, generate_completions
+from text_env.tasks import VOWEL_TASK_PROMPTS
+
+
+def train(kl_coef, steps=4096, target_kl=None, logdir=None, **policy_kwargs):
+    env = make_vec_env("text_env/Vowels-v0", n_envs=8, seed=0)
+    model = PPO(
+        CausalLMPolicy,
+        env,
+        policy_kwargs=dict(model=tiny_gpt2_config(), **policy_kwargs),
+        n_steps=64,
+        batch_size=64,
+        n_epochs=4,
+        learning_rate=3e-3,
+        seed=0,
+    )
+    if logdir is not None:
+        model.set_logger(configure(str(logdir), ["csv"]))
+    callback = KLPenaltyCallback(kl_coef=kl_coef, target_kl=target_kl)
+    model.learn(steps, callback=callback)
+    return model, callback
+
+
+def logged(logdir, key):
+    with open(logdir / "progress.csv") as handle:
+        return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+
+
+def test_logged_kl_is_non_negative_on_average_and_the_score_is_logged(tmp_path):
+    train(kl_coef=0.1, steps=2048, logdir=tmp_path)
+    per_token = logged(tmp_path, "kl/per_token")
+    assert len(per_token) == 4 and per_token[0] == pytest.approx(0.0, abs=1e-6)  # policy == reference at first
+    assert np.mean(per_token) >= 0 and per_token[-1] > 0
+    assert len(logged(tmp_path, "kl/score")) == 4 and logged(tmp_path, "kl/coef") == [0.1] * 4
+
+
+def test_adaptive_coefficient_moves_towards_the_target(tmp_path):
+    _, low_target = train(kl_coef=0.1, steps=2048, target_kl=1e-4)  # KL above target: raise the coefficient
+    _, high_target = train(kl_coef=0.1, steps=2048, target_kl=100.0)  # KL below target: lower it
+    assert low_target.kl_coef > 0.1 > high_target.kl_coef
+
+
+def test_a_large_coefficient_keeps_the_policy_closer_to_the_reference():
+    distances = {}
+    for coef in (0.0, 2.0):
+        model, callback = train(kl_coef=coef)
+        result = generate_completions(
+            model, gym.make("text_env/Vowels-v0"), list(VOWEL_TASK_PROMPTS) * 4, reference=callback.reference
+        )
+        distances[coef] = float(result.kl.mean())
+    assert distances[0.0] > 0.5  # unpenalised PPO moves far from the start on this task
+    assert distances[2.0] < 0.5 * distances[0.0], distances
+
+
+def test_lora_reference_is_the_same_model_with_adapters_disabled():
+    lora = dict(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    model = PPO(
+        CausalLMPolicy,
+        env,
+        policy_kwargs=dict(model=tiny_gpt2_config(), lora=lora),
+        n_steps=32,
+        batch_size=32,
+        learning_rate=1e-2,
+        seed=0,
+    )
+    obs = obs_as_tensor(env.reset(), model.device)
+    initial = model.policy.next_token_logits(obs)
+    callback = KLPenaltyCallback(kl_coef=0.1)
+    model.learn(128, callback=callback)
+    reference = callback.reference
+    assert reference.uses_disabled_adapters and reference.lm is model.policy.lm  # no second copy
+    reference.cache.clear()
+    torch.testing.assert_close(reference.next_token_logits(obs), initial)  # the initial policy, exactly
+    model.policy.reset_caches()
+    assert not torch.allclose(model.policy.next_token_logits(obs), initial, atol=1e-4)  # while the policy moved

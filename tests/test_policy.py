@@ -1,0 +1,127 @@
+"""CausalLMPolicy: the traps of SB3 with a pretrained LM, one test each, and save/load."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_gpt2_config
+from stable_baselines3 import PPO
+from transformers import AutoModelForCausalLM
+
+from agents import CausalLMPolicy
+
+
+def make_ppo(env_id="text_env/Vowels-v0", **policy_kwargs):
+    policy_kwargs.setdefault("model", tiny_gpt2_config())
+    return PPO(CausalLMPolicy, gym.make(env_id), policy_kwargs=policy_kwargs, n_steps=16, batch_size=16, seed=0)
+
+
+def sample_obs(n=3, seed=0):
+    env = gym.make("text_env/Vowels-v0")
+    obs, _ = env.reset(seed=seed)
+    rows = [obs]
+    for t in range(n - 1):
+        obs, *_ = env.step(40 + t)
+        rows.append(obs)
+    return {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in obs}
+
+
+def test_pretrained_weights_survive_construction():
+    torch.manual_seed(1)
+    lm = AutoModelForCausalLM.from_config(tiny_gpt2_config())
+    original = {k: v.clone() for k, v in lm.state_dict().items()}
+    policy = make_ppo(model=lm).policy
+    for name, value in policy.lm.state_dict().items():
+        assert torch.equal(value, original[name]), name
+
+
+def test_value_head_is_zero_initialised():
+    policy = make_ppo().policy
+    assert torch.count_nonzero(policy.value_head.weight) == 0 and torch.count_nonzero(policy.value_head.bias) == 0
+    _, values, _ = policy(sample_obs())
+    assert torch.all(values == 0)
+
+
+def test_dropout_is_off_even_in_training_mode():
+    policy = make_ppo(model=tiny_gpt2_config(resid_pdrop=0.5, embd_pdrop=0.5, attn_pdrop=0.5)).policy
+    policy.set_training_mode(True)
+    obs, actions = sample_obs(), torch.tensor([40, 41, 42])
+    first = policy.evaluate_actions(obs, actions)[1]
+    second = policy.evaluate_actions(obs, actions)[1]
+    assert torch.equal(first, second)
+
+
+def test_float_token_ids_are_cast_to_integers():
+    policy = make_ppo().policy
+    obs, actions = sample_obs(), torch.tensor([40, 41, 42])
+    as_float = {k: v.float() for k, v in obs.items()}
+    torch.testing.assert_close(
+        policy.evaluate_actions(obs, actions)[1], policy.evaluate_actions(as_float, actions.float())[1]
+    )
+
+
+def test_optimizer_covers_exactly_the_trainable_parameters_and_honours_its_settings():
+    policy = make_ppo(optimizer_class=torch.optim.AdamW, optimizer_kwargs=dict(weight_decay=0.123)).policy
+    assert isinstance(policy.optimizer, torch.optim.AdamW)
+    assert policy.optimizer.param_groups[0]["weight_decay"] == 0.123
+    in_optimizer = {id(p) for group in policy.optimizer.param_groups for p in group["params"]}
+    trainable = {id(p) for p in policy.parameters() if p.requires_grad}
+    assert in_optimizer == trainable and len(trainable) > 0
+
+
+def test_temperature_scales_sampling_and_log_probs_alike():
+    obs, actions = sample_obs(), torch.tensor([40, 41, 42])
+    cold = make_ppo(temperature=1.0).policy
+    hot = make_ppo(temperature=2.5).policy
+    hot.load_state_dict(cold.state_dict())
+    base_logits, _ = cold._sequence_outputs(*cold._tokens(obs))
+    expected = torch.log_softmax(base_logits / 2.5, -1).gather(1, actions[:, None]).squeeze(1)
+    torch.testing.assert_close(hot.evaluate_actions(obs, actions)[1], expected)
+    torch.testing.assert_close(hot.next_token_logits(obs), base_logits / 2.5)
+
+
+def test_vocabulary_mismatch_names_the_fix():
+    with pytest.raises(ValueError, match="vocab_size=128"):
+        make_ppo(model=tiny_gpt2_config(vocab_size=128))
+
+
+def test_non_text_observation_spaces_are_refused():
+    with pytest.raises(TypeError, match="Dict observation space"):
+        PPO(CausalLMPolicy, "CartPole-v1", policy_kwargs=dict(model=tiny_gpt2_config()))
+
+
+def test_observations_of_the_wrong_shape_are_refused():
+    policy = make_ppo().policy
+    obs = sample_obs()
+    with pytest.raises(ValueError, match=r"shape \(batch, 16\)"):
+        policy({k: v[:, :10] for k, v in obs.items()})
+    with pytest.raises(ValueError, match="contiguous"):
+        policy({"input_ids": obs["input_ids"], "attention_mask": torch.zeros_like(obs["attention_mask"])})
+
+
+def test_save_and_load_round_trip_to_identical_logits(tmp_path):
+    model = make_ppo()
+    model.learn(32)
+    obs = sample_obs()
+    before = model.policy.next_token_logits(obs)
+    model.save(tmp_path / "ppo.zip")
+    loaded = PPO.load(tmp_path / "ppo.zip")
+    assert isinstance(loaded.policy, CausalLMPolicy)
+    assert torch.equal(loaded.policy.next_token_logits(obs), before)
+
+
+def test_lora_trains_only_adapters_and_the_value_head():
+    policy = make_ppo(lora=dict(r=4, lora_alpha=8, target_modules=["c_attn"], fan_in_fan_out=True)).policy
+    trainable = [name for name, p in policy.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name or name.startswith("value_head") for name in trainable)
+    in_optimizer = sum(p.numel() for g in policy.optimizer.param_groups for p in g["params"])
+    assert in_optimizer == sum(p.numel() for p in policy.parameters() if p.requires_grad)
+
+
+def test_separate_value_model():
+    policy = make_ppo(value_model=tiny_gpt2_config(n_embd=16)).policy
+    assert policy.value_trunk is not None and policy.value_head.in_features == 16
+    _, values, _ = policy(sample_obs())
+    assert values.shape == (3, 1)
