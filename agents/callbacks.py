@@ -1,7 +1,8 @@
-"""Callbacks: the per-token KL penalty against a frozen reference (Ziegler et al. 2019)."""
+"""Callbacks: the per-token KL penalty against a frozen reference (Ziegler et al. 2019), and a wall-clock budget."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,8 @@ class KLPenaltyCallback(BaseCallback):
         self.horizon = horizon
         self.reference_spec = reference
         self.reference: ReferenceModel | None = None
+        #: One row per rollout: timesteps, kl_per_token, kl_per_episode, score, kl_coef (for plots and CSV).
+        self.history: list[dict[str, float]] = []
         self._reset_statistics()
 
     def _reset_statistics(self) -> None:
@@ -97,17 +100,21 @@ class KLPenaltyCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
+        row = {"timesteps": float(self.num_timesteps), "kl_coef": self.kl_coef}
         if self._token_kl:
-            self.logger.record("kl/per_token", float(np.mean(self._token_kl)))
+            row["kl_per_token"] = float(np.mean(self._token_kl))
         if self._finished_kl:
-            episode_kl = float(np.mean(self._finished_kl))
-            self.logger.record("kl/per_episode", episode_kl)
-            if self.target_kl is not None:
-                error = float(np.clip(episode_kl / self.target_kl - 1.0, -0.2, 0.2))
-                self.kl_coef *= 1.0 + error * len(self._finished_kl) / self.horizon
+            row["kl_per_episode"] = float(np.mean(self._finished_kl))
         if self._scores:
-            self.logger.record("kl/score", float(np.mean(self._scores)))
+            row["score"] = float(np.mean(self._scores))
+        for key in ("kl_per_token", "kl_per_episode", "score"):
+            if key in row:
+                self.logger.record(f"kl/{key.removeprefix('kl_')}", row[key])
         self.logger.record("kl/coef", self.kl_coef)
+        self.history.append(row)
+        if self.target_kl is not None and self._finished_kl:
+            error = float(np.clip(row["kl_per_episode"] / self.target_kl - 1.0, -0.2, 0.2))
+            self.kl_coef *= 1.0 + error * len(self._finished_kl) / self.horizon
 
     # ------------------------------------------------------------------ state, for exact resume
     def state_dict(self) -> dict[str, Any]:
@@ -116,3 +123,60 @@ class KLPenaltyCallback(BaseCallback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.kl_coef = float(state["kl_coef"])
+
+
+class TimeBudgetCallback(BaseCallback):
+    """Stop training before a wall-clock budget runs out, between rollouts (never in the middle of one), with a
+    progress bar over the budget.
+
+    The run stops when the time left is less than the slowest iteration (rollout + update) seen so far, so it ends
+    within the budget rather than after it.
+
+    :param seconds: the budget for ``learn()``.
+    :param progress_bar: show a tqdm bar of the budget, with the latest mean score.
+    """
+
+    def __init__(self, seconds: float, progress_bar: bool = True, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if seconds <= 0:
+            raise ValueError(f"The time budget must be > 0 seconds, got {seconds}.")
+        self.seconds = seconds
+        self.progress_bar = progress_bar
+        self._start = 0.0
+        self._iteration_start = 0.0
+        self._slowest = 0.0
+        self._stop = False
+        self._bar: Any = None
+        self.stopped_early = False
+
+    def _on_training_start(self) -> None:
+        self._start = self._iteration_start = time.monotonic()
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=round(self.seconds), unit="s", desc="training (time budget)")
+
+    def _on_rollout_start(self) -> None:
+        now = time.monotonic()
+        if now > self._iteration_start:
+            self._slowest = max(self._slowest, now - self._iteration_start)
+        self._iteration_start = now
+        elapsed = now - self._start
+        if self._bar is not None:
+            self._bar.n = min(round(elapsed), self._bar.total)
+            scores = [info["r"] for info in self.model.ep_info_buffer] if self.model.ep_info_buffer else []
+            if scores:
+                self._bar.set_postfix(score=f"{np.mean(scores):+.3f}")
+            self._bar.refresh()
+        self._stop = elapsed + self._slowest > self.seconds
+
+    def _on_step(self) -> bool:
+        if self._stop:
+            self.stopped_early = True
+            return False  # first step of a rollout: SB3 returns before training on it
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._bar is not None:
+            self._bar.n = min(round(time.monotonic() - self._start), self._bar.total)
+            self._bar.close()
