@@ -26,7 +26,8 @@ def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
             f"model must be a name, a directory, a PretrainedConfig or a PreTrainedModel, got {type(model).__name__}."
         )
     if str(model) == EMBEDDED_MODEL:
-        return AutoModelForCausalLM.from_pretrained(embedded_model_dir(), gguf_file=EMBEDDED_GGUF_FILE, **model_kwargs)
+        lm = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), gguf_file=EMBEDDED_GGUF_FILE, **model_kwargs)
+        return _drop_gguf_marker(lm)
     try:
         return AutoModelForCausalLM.from_pretrained(model, **model_kwargs)
     except (OSError, ValueError) as error:
@@ -34,6 +35,19 @@ def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
             f"Unknown model {str(model)!r}: it is not {EMBEDDED_MODEL!r} and AutoModelForCausalLM.from_pretrained "
             f"could not load it offline ({error}). Pass a directory saved with save_pretrained, a config, or a model."
         ) from error
+
+
+def _drop_gguf_marker(lm: PreTrainedModel) -> PreTrainedModel:
+    """transformers de-quantizes GGUF weights into plain fp32 ``nn.Linear`` layers but keeps a GGUF quantizer
+    marker, which makes ``save_pretrained`` refuse the model. The weights are ordinary: drop the marker."""
+    if all(parameter.dtype.is_floating_point for parameter in lm.parameters()):
+        lm.hf_quantizer = None
+        for owner in (lm, lm.config):
+            if hasattr(owner, "quantization_config"):
+                delattr(owner, "quantization_config")
+        if hasattr(lm, "is_quantized"):
+            lm.is_quantized = False
+    return lm
 
 
 def unwrap_peft(lm: nn.Module) -> PreTrainedModel:

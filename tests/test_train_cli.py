@@ -1,0 +1,74 @@
+"""The training CLI: options, YAML, clear errors before any model loads, and an end-to-end run on the tiny task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import tiny_gpt2_config
+from transformers import AutoModelForCausalLM
+
+from agents.config import TrainConfig, build_parser, parse_config
+from agents.train import main
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in TrainConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text, name
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--algorithm", "sac"], "algorithm must be one of"),
+        (["--learning-rate", "-1"], "learning_rate must be > 0"),
+        (["--n-envs", "0"], "n_envs must be >= 1"),
+        (["--env-id", "text_env/Nope-v0"], "Unknown env_id"),
+        (["--device", "tpu"], "device must be one of"),
+        (["--device", "cuda"], "no CUDA GPU"),
+    ],
+)
+def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, message, capsys, monkeypatch):
+    import agents.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(agents.models, "load_causal_lm", no_model)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_yaml_config_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("algorithm: a2c\nlearning_rate: 0.001\ntarget_kl: null\n")
+    config = parse_config(["--config", str(path), "--learning-rate", "0.002"])
+    assert (config.algorithm, config.learning_rate, config.target_kl) == ("a2c", 0.002, None)
+    assert TrainConfig.from_yaml(path).learning_rate == 0.001
+    path.write_text("algorithmm: a2c\n")
+    with pytest.raises(ValueError, match="unknown options"):
+        TrainConfig.from_yaml(path)
+
+
+def test_end_to_end_on_the_tiny_task(tmp_path):
+    model_dir = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
+    argv = [
+        "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--budget-minutes", "0.1", "--n-envs", "4",
+        "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4", "--eval-every", "2",
+        "--output-dir", str(tmp_path / "runs"), "--name", "t",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    run = tmp_path / "runs" / "t"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
+    assert (run / "training.png").stat().st_size > 1000
+    assert (run / "model" / "config.json").is_file() and (run / "history.csv").is_file()
+    assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2
