@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.utils import obs_as_tensor
 
 from agents.models import ModelSpec
 from agents.policy import CausalLMPolicyMixin
@@ -17,9 +18,11 @@ from agents.reference import ReferenceModel
 class KLPenaltyCallback(BaseCallback):
     """Shape each token's reward with ``r_t -= kl_coef * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))``.
 
-    SB3 calls ``on_step`` after ``env.step`` and before the transition enters the rollout buffer; ``rewards`` in the
-    algorithm's locals is the very array the buffer stores, so it is changed in place. The same holds for PPO, A2C,
-    TRPO and MaskablePPO (whose action masks apply to the reference too).
+    At the end of each rollout the reference scores all of its transitions at once (one forward pass per episode;
+    with LoRA, one switch of the adapters), the penalty is subtracted from the rollout buffer's rewards, and the
+    buffer's returns and advantages are recomputed with its own ``compute_returns_and_advantage``. The policy's
+    log-probabilities are the ones stored at sampling time. This works unchanged for PPO, A2C, TRPO and
+    MaskablePPO (whose action masks apply to the reference too).
 
     With ``target_kl`` set, ``kl_coef`` adapts after each rollout like Ziegler et al. (2019), section 2.2 (and TRL's
     ``AdaptiveKLController``): ``kl_coef *= 1 + clip(KL / target_kl - 1, -0.2, 0.2) * n_episodes / horizon``,
@@ -28,7 +31,7 @@ class KLPenaltyCallback(BaseCallback):
     Logged each rollout: ``kl/per_token`` (mean sampled KL per token), ``kl/per_episode``, ``kl/coef``, and
     ``kl/score``, the mean unshaped reward-model score of the episodes that ended.
 
-    :param kl_coef: initial coefficient (beta). TRL's default is 0.05; Ziegler et al. start at 0.1-0.15.
+    :param kl_coef: initial coefficient (beta). TRL's default is 0.2 (adaptive); Ziegler et al. start at 0.1-0.15.
     :param target_kl: target KL per episode for the adaptive controller; ``None`` keeps ``kl_coef`` fixed.
     :param horizon: adaptation horizon in episodes (Ziegler et al. and TRL: 10,000).
     :param reference: ``None`` for the policy's initial weights (LoRA: adapters disabled, no copy), or a model
@@ -57,13 +60,9 @@ class KLPenaltyCallback(BaseCallback):
         self.reference: ReferenceModel | None = None
         #: One row per rollout: timesteps, kl_per_token, kl_per_episode, score, kl_coef (for plots and CSV).
         self.history: list[dict[str, float]] = []
-        self._reset_statistics()
-
-    def _reset_statistics(self) -> None:
-        self._token_kl: list[float] = []
-        self._finished_kl: list[float] = []
+        self._running_kl: np.ndarray | None = None  # (n_envs,) KL so far of each env's current episode
+        self._dones: list[np.ndarray] = []
         self._scores: list[float] = []
-        self._running_kl: np.ndarray | None = None
 
     def _init_callback(self) -> None:
         policy = self.model.policy
@@ -73,38 +72,48 @@ class KLPenaltyCallback(BaseCallback):
             )
         if self.reference is None:  # made once: a second learn() call keeps the original reference
             self.reference = ReferenceModel(policy, self.reference_spec)
-        self._running_kl = np.zeros(self.training_env.num_envs)
+        if self._running_kl is None or len(self._running_kl) != self.training_env.num_envs:
+            self._running_kl = np.zeros(self.training_env.num_envs)
 
     def _on_rollout_start(self) -> None:
-        running = self._running_kl
-        self._reset_statistics()
-        self._running_kl = running  # episodes that span rollouts keep their KL so far
+        self._dones, self._scores = [], []
 
     def _on_step(self) -> bool:
-        assert self.reference is not None and self._running_kl is not None
-        actions = torch.as_tensor(np.asarray(self.locals["actions"])).reshape(-1)  # (B,)
-        log_probs = self.locals["log_probs"].detach().reshape(-1).cpu()  # (B,)
-        reference = self.reference.log_probs(self.locals["obs_tensor"], actions, self.locals.get("action_masks")).cpu()
-        kl = (log_probs - reference).double().numpy()  # (B,) sampled estimate of KL(pi || pi_ref)
-        rewards: np.ndarray = self.locals["rewards"]
-        rewards -= (self.kl_coef * kl).astype(rewards.dtype)  # in place: this array goes into the buffer
-        self._token_kl.extend(kl.tolist())
-        self._running_kl += kl
-        for env_index, done in enumerate(self.locals["dones"]):
-            if done:
-                self._finished_kl.append(float(self._running_kl[env_index]))
-                self._running_kl[env_index] = 0.0
-                score = self.locals["infos"][env_index].get("score")
-                if score is not None:
-                    self._scores.append(float(score))
+        dones = np.asarray(self.locals["dones"], dtype=bool)
+        self._dones.append(dones.copy())
+        for env_index in np.flatnonzero(dones):
+            score = self.locals["infos"][env_index].get("score")
+            if score is not None:
+                self._scores.append(float(score))
         return True
 
     def _on_rollout_end(self) -> None:
-        row = {"timesteps": float(self.num_timesteps), "kl_coef": self.kl_coef}
-        if self._token_kl:
-            row["kl_per_token"] = float(np.mean(self._token_kl))
-        if self._finished_kl:
-            row["kl_per_episode"] = float(np.mean(self._finished_kl))
+        assert self.reference is not None and self._running_kl is not None
+        buffer = self.model.rollout_buffer
+        n_steps, n_envs = buffer.rewards.shape  # not yet flattened: SB3 flattens in get()
+        # Env-major rows keep each episode's transitions together for the reference's prefix sharing.
+        obs = {
+            key: torch.as_tensor(value.swapaxes(0, 1).reshape(n_envs * n_steps, -1), device=self.model.device)
+            for key, value in buffer.observations.items()
+        }  # (E*S, L)
+        actions = torch.as_tensor(buffer.actions.swapaxes(0, 1).reshape(-1), device=self.model.device)  # (E*S,)
+        masks = getattr(buffer, "action_masks", None)
+        masks = None if masks is None else masks.swapaxes(0, 1).reshape(n_envs * n_steps, -1)
+        reference = self.reference.log_probs(obs, actions, masks).double().cpu().numpy()  # (E*S,)
+        kl = buffer.log_probs.astype(np.float64) - reference.reshape(n_envs, n_steps).T  # (S, E) sampled KL estimate
+        buffer.rewards -= (self.kl_coef * kl).astype(buffer.rewards.dtype)
+        with torch.no_grad():  # the bootstrap value of the last observation (MaskablePPO's locals lack it)
+            last_values = self.model.policy.predict_values(obs_as_tensor(self.locals["new_obs"], self.model.device))
+        buffer.compute_returns_and_advantage(last_values=last_values, dones=self.locals["dones"])
+
+        finished = []
+        for step_kl, dones in zip(kl, self._dones, strict=True):
+            self._running_kl += step_kl
+            finished.extend(self._running_kl[dones].tolist())
+            self._running_kl[dones] = 0.0
+        row = {"timesteps": float(self.num_timesteps), "kl_coef": self.kl_coef, "kl_per_token": float(kl.mean())}
+        if finished:
+            row["kl_per_episode"] = float(np.mean(finished))
         if self._scores:
             row["score"] = float(np.mean(self._scores))
         for key in ("kl_per_token", "kl_per_episode", "score"):
@@ -112,17 +121,35 @@ class KLPenaltyCallback(BaseCallback):
                 self.logger.record(f"kl/{key.removeprefix('kl_')}", row[key])
         self.logger.record("kl/coef", self.kl_coef)
         self.history.append(row)
-        if self.target_kl is not None and self._finished_kl:
+        if self.target_kl is not None and finished:
             error = float(np.clip(row["kl_per_episode"] / self.target_kl - 1.0, -0.2, 0.2))
-            self.kl_coef *= 1.0 + error * len(self._finished_kl) / self.horizon
+            self.kl_coef *= 1.0 + error * len(finished) / self.horizon
 
     # ------------------------------------------------------------------ state, for exact resume
     def state_dict(self) -> dict[str, Any]:
-        """The controller's state (``kl_coef``), to save beside a checkpoint."""
-        return {"kl_coef": self.kl_coef}
+        """Everything needed to continue exactly: settings, coefficient, per-env running KL, history, and the
+        reference weights when they are a frozen copy (with LoRA the reference is the base model: nothing to save).
+        """
+        reference_state = None
+        if self.reference is not None and not self.reference.uses_disabled_adapters:
+            reference_state = {k: v.detach().cpu().clone() for k, v in self.reference.lm.state_dict().items()}
+        return {
+            "kl_coef": self.kl_coef,
+            "target_kl": self.target_kl,
+            "horizon": self.horizon,
+            "running_kl": None if self._running_kl is None else self._running_kl.copy(),
+            "history": list(self.history),
+            "reference_state": reference_state,
+        }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.kl_coef = float(state["kl_coef"])
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], policy: CausalLMPolicyMixin) -> KLPenaltyCallback:
+        """A callback that continues from :meth:`state_dict`, with its reference rebuilt on ``policy``."""
+        callback = cls(kl_coef=state["kl_coef"], target_kl=state["target_kl"], horizon=state["horizon"])
+        callback._running_kl = None if state["running_kl"] is None else np.array(state["running_kl"])
+        callback.history = list(state["history"])
+        callback.reference = ReferenceModel(policy, reference_state=state["reference_state"])
+        return callback
 
 
 class TimeBudgetCallback(BaseCallback):

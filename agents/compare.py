@@ -48,18 +48,40 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
     common: dict[str, Any] = dict(seed=seed, verbose=0, policy_kwargs=policy_kwargs)
     # Same rollout size for all (n_envs x 64 steps) except A2C, whose short rollouts are its design.
     if algorithm == "ppo":
-        model = PPO(CausalLMPolicy, env, n_steps=64, batch_size=64, learning_rate=3e-3,
-                    rollout_buffer_class=EpisodeRolloutBuffer, **common)
+        model = PPO(
+            CausalLMPolicy,
+            env,
+            n_steps=64,
+            batch_size=64,
+            learning_rate=3e-3,
+            rollout_buffer_class=EpisodeRolloutBuffer,
+            **common,
+        )
     elif algorithm == "maskable_ppo":
-        model = MaskablePPO(MaskableCausalLMPolicy, env, n_steps=64, batch_size=64, learning_rate=3e-3,
-                            rollout_buffer_class=MaskableEpisodeRolloutBuffer, **common)
+        model = MaskablePPO(
+            MaskableCausalLMPolicy,
+            env,
+            n_steps=64,
+            batch_size=64,
+            learning_rate=3e-3,
+            rollout_buffer_class=MaskableEpisodeRolloutBuffer,
+            **common,
+        )
     elif algorithm == "a2c":
-        model = A2C(CausalLMPolicy, env, n_steps=8, learning_rate=1e-3, rollout_buffer_class=EpisodeRolloutBuffer,
-                    **common)
+        model = A2C(
+            CausalLMPolicy, env, n_steps=8, learning_rate=1e-3, rollout_buffer_class=EpisodeRolloutBuffer, **common
+        )
     elif algorithm == "trpo":
         policy_kwargs["model_kwargs"] = dict(attn_implementation="eager")  # double backward through attention
-        model = TRPO(CausalLMPolicy, env, n_steps=64, batch_size=64, learning_rate=3e-3,
-                     rollout_buffer_class=EpisodeRolloutBuffer, **common)
+        model = TRPO(
+            CausalLMPolicy,
+            env,
+            n_steps=64,
+            batch_size=64,
+            learning_rate=3e-3,
+            rollout_buffer_class=EpisodeRolloutBuffer,
+            **common,
+        )
     else:
         raise ValueError(f"Unknown algorithm {algorithm!r}; choose from {ALGORITHMS}.")
 
@@ -79,8 +101,14 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
     seconds = time.monotonic() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     final = float(np.mean([info["r"] for info in model.ep_info_buffer]))
-    return {"algorithm": algorithm, "seed": seed, "final_reward": final, "seconds": seconds,
-            "peak_rss_mib": peak_mib, "curve": curve}
+    return {
+        "algorithm": algorithm,
+        "seed": seed,
+        "final_reward": final,
+        "seconds": seconds,
+        "peak_rss_mib": peak_mib,
+        "curve": curve,
+    }
 
 
 def _worker(args: tuple[str, int, str, int, int]) -> dict[str, Any]:
@@ -134,13 +162,17 @@ def main(argv: list[str] | None = None) -> None:
         for r in results:
             writer.writerow({k: r[k] for k in writer.fieldnames})
     (args.out / "comparison.json").write_text(json.dumps(results, indent=1))
-    print(f"\n{args.env_id}: {args.timesteps} env steps per run, seeds {args.seeds} ({time.monotonic() - started:.0f} s)")
+    print(
+        f"\n{args.env_id}: {args.timesteps} env steps per run, seeds {args.seeds} ({time.monotonic() - started:.0f} s)"
+    )
     print("| algorithm | final reward (mean ± std) | wall-clock s | peak RSS MiB |\n|---|---|---|---|")
     for algorithm in args.algorithms:
         runs = [r for r in results if r["algorithm"] == algorithm]
         finals = np.array([r["final_reward"] for r in runs])
-        print(f"| {algorithm} | {finals.mean():.3f} ± {finals.std():.3f} | "
-              f"{np.mean([r['seconds'] for r in runs]):.0f} | {np.max([r['peak_rss_mib'] for r in runs]):.0f} |")
+        print(
+            f"| {algorithm} | {finals.mean():.3f} ± {finals.std():.3f} | "
+            f"{np.mean([r['seconds'] for r in runs]):.0f} | {np.max([r['peak_rss_mib'] for r in runs]):.0f} |"
+        )
     print(f"plot: {args.out / 'comparison.png'}, table: {args.out / 'comparison.csv'}")
 
 

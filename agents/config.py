@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
             kind: Any = _parse_optional_float if f.name == "target_kl" else str
         else:
             kind = type(default)
-        parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=f"{f.metadata['help']} "
-                            f"(default: {default})")
+        parser.add_argument(
+            flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {default})"
+        )
     return parser
 
 

@@ -57,6 +57,23 @@ def _fresh_copy(env: TextGenerationEnv) -> TextGenerationEnv:
 
 
 @torch.no_grad()
+def _completion_kl(
+    policy: CausalLMPolicyMixin,
+    reference: ReferenceModel,
+    steps: list[tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray | None, np.ndarray]],
+) -> np.ndarray:
+    """Exact KL(pi || pi_ref) of each completion, summed over its tokens, from one batched pass over its steps."""
+    obs = {key: torch.cat([s[0][key] for s in steps]) for key in steps[0][0]}  # (T*B, L) step-major
+    actions = torch.cat([s[1] for s in steps])  # (T*B,)
+    masks = None if steps[0][2] is None else np.concatenate([s[2] for s in steps])  # (T*B, V)
+    active = torch.as_tensor(np.stack([s[3] for s in steps]))  # (T, B) the env was still generating
+    log_p = torch.log_softmax(policy.next_token_logits_batch(obs, actions, masks), -1)  # (T*B, V)
+    log_q = torch.log_softmax(reference.logits(obs, actions, masks), -1)  # (T*B, V)
+    token_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (T*B,) masked tokens: 0 * inf -> 0
+    return (token_kl.reshape(active.shape) * active).sum(0).double().cpu().numpy()  # (B,)
+
+
+@torch.no_grad()
 def generate_completions(
     model_or_policy: object,
     env: gym.Env,
@@ -70,7 +87,7 @@ def generate_completions(
 
     :param env: the environment (or a wrapper of it) that defines tokenizer, lengths and reward model.
     :param reference: if given, also compute each completion's exact KL to it, summed over tokens:
-        ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))``.
+        ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))`` (one batched pass per chunk of prompts).
     """
     policy = _policy_of(model_or_policy)
     base = env.unwrapped
@@ -85,8 +102,8 @@ def generate_completions(
         envs = [_fresh_copy(base) for _ in chunk]
         observations = [e.reset(options={"prompt": p})[0] for e, p in zip(envs, chunk, strict=True)]
         done = np.zeros(len(chunk), dtype=bool)
-        kl = np.zeros(len(chunk))
         chunk_scores = np.zeros(len(chunk))
+        steps: list[tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray | None, np.ndarray]] = []
         while not done.all():
             obs = obs_as_tensor({k: np.stack([o[k] for o in observations]) for k in observations[0]}, policy.device)  # type: ignore[attr-defined]
             masks = np.stack([e.action_masks() for e in envs]) if masked else None
@@ -95,11 +112,7 @@ def generate_completions(
                 actions = logits.argmax(-1)
             else:
                 actions = torch.distributions.Categorical(logits=logits).sample()  # (B,)
-            if reference is not None:
-                log_p = torch.log_softmax(logits, -1)  # (B, V)
-                log_q = torch.log_softmax(reference.next_token_logits(obs, masks), -1)
-                step_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (B,) masked tokens: 0 * inf
-                kl += np.where(done, 0.0, step_kl.double().cpu().numpy())
+            steps.append((obs, actions, masks, ~done))
             for i, e in enumerate(envs):
                 if done[i]:
                     continue
@@ -110,7 +123,8 @@ def generate_completions(
         completions.extend(e.completion_text() for e in envs)
         lengths.extend(e._num_new for e in envs)
         scores.append(chunk_scores)
-        kls.append(kl)
+        if reference is not None:
+            kls.append(_completion_kl(policy, reference, steps))
     return GenerationResult(
         prompts=list(prompts),
         completions=completions,

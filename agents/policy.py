@@ -44,6 +44,46 @@ from agents.sequences import context_bounds, group_by_prefix, position_ids_from_
 OBS_KEYS = ("input_ids", "attention_mask")
 
 
+def mask_logits(logits: torch.Tensor, action_masks: Any) -> torch.Tensor:
+    """Set the logits of tokens that ``action_masks`` (``(B, V)``, truthy = allowed) forbids to -inf."""
+    if action_masks is None:
+        return logits
+    allowed = torch.as_tensor(np.asarray(action_masks), dtype=torch.bool, device=logits.device)
+    return logits.masked_fill(~allowed.reshape(logits.shape), float("-inf"))
+
+
+def last_token_hidden(
+    trunks: list[nn.Module],
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    actions: torch.Tensor | None = None,
+    share_prefixes: bool = True,
+) -> list[torch.Tensor]:
+    """Each trunk's last hidden state at each row's last real token, ``(B, H)`` per trunk, from full forward passes.
+
+    With ``share_prefixes``, rows that are prefixes of a longer row (one episode) reuse its forward pass
+    (:func:`~agents.sequences.group_by_prefix`); columns that are padding in every forwarded row are trimmed.
+    """
+    if share_prefixes:
+        root, position = group_by_prefix(ids, mask, actions)  # (B,), (B,)
+    else:
+        root = torch.arange(ids.shape[0], device=ids.device)
+        position = context_bounds(mask)[1]
+    roots, slot = torch.unique(root, return_inverse=True)  # (R,), (B,) row -> index into roots
+    root_mask = mask[roots]  # (R, L)
+    first, last, _ = context_bounds(root_mask)
+    start, stop = int(first.min()), int(last.max()) + 1
+    root_ids = ids[roots, start:stop]  # (R, T)
+    root_mask = root_mask[:, start:stop]  # (R, T)
+    positions = position_ids_from_mask(root_mask)  # (R, T)
+    gather_at = position - start  # (B,)
+    outputs = []
+    for trunk in trunks:
+        hidden = trunk(input_ids=root_ids, attention_mask=root_mask, position_ids=positions, use_cache=False)
+        outputs.append(hidden.last_hidden_state[slot, gather_at])  # (B, H)
+    return outputs
+
+
 class CausalLMPolicyMixin:
     """The language-model machinery shared by :class:`CausalLMPolicy` and :class:`MaskableCausalLMPolicy`.
 
@@ -210,49 +250,28 @@ class CausalLMPolicyMixin:
     def _sequence_outputs(
         self, ids: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``(B, V)`` and values ``(B, 1)`` at each row's last token, from full forward passes.
-
-        With ``share_prefixes``, rows that are prefixes of a longer row (same episode) reuse its forward pass.
-        Columns that are padding in every forwarded row are trimmed first.
-        """
-        batch = ids.shape[0]
-        if self.share_prefixes:
-            root, position = group_by_prefix(ids, mask, actions)  # (B,), (B,)
-        else:
-            root = torch.arange(batch, device=ids.device)
-            position = context_bounds(mask)[1]
-        roots, slot = torch.unique(root, return_inverse=True)  # (R,), (B,) row -> index into roots
-        root_mask = mask[roots]  # (R, L)
-        first, last, _ = context_bounds(root_mask)
-        start, stop = int(first.min()), int(last.max()) + 1
-        root_ids = ids[roots, start:stop]  # (R, T)
-        root_mask = root_mask[:, start:stop]  # (R, T)
-        positions = position_ids_from_mask(root_mask)  # (R, T)
-        gather_at = position - start  # (B,)
-
-        def last_hidden(trunk: nn.Module) -> torch.Tensor:
-            hidden = trunk(input_ids=root_ids, attention_mask=root_mask, position_ids=positions, use_cache=False)
-            return hidden.last_hidden_state[slot, gather_at]  # (B, H)
-
-        policy_hidden = last_hidden(self.trunk)
-        value_hidden = policy_hidden if self.value_trunk is None else last_hidden(self.value_trunk)
-        return self._head_outputs(policy_hidden, value_hidden)
+        """Logits ``(B, V)`` and values ``(B, 1)`` at each row's last token, from full forward passes
+        (one per episode with ``share_prefixes``)."""
+        trunks = [self.trunk] if self.value_trunk is None else [self.trunk, self.value_trunk]
+        hidden = last_token_hidden(trunks, ids, mask, actions, share_prefixes=self.share_prefixes)
+        return self._head_outputs(hidden[0], hidden[-1])
 
     def next_token_logits(self, obs: PyTorchObs, action_masks: Any = None) -> torch.Tensor:
         """Temperature-scaled next-token logits ``(B, V)`` (masked tokens at -inf), through the prediction cache:
         call it once per token in generation loops. No gradients."""
         with torch.no_grad():
             logits, _ = self._cached_outputs(obs, self._predict_cache)
-        if action_masks is not None:
-            allowed = torch.as_tensor(np.asarray(action_masks), dtype=torch.bool, device=logits.device)
-            logits = logits.masked_fill(~allowed.reshape(logits.shape), float("-inf"))
-        return logits
+        return mask_logits(logits, action_masks)
 
-    def sequence_log_probs(self, obs: PyTorchObs, actions: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities ``(B,)`` of ``actions`` under the current policy (no masking)."""
+    def next_token_logits_batch(
+        self, obs: PyTorchObs, actions: torch.Tensor | None = None, action_masks: Any = None
+    ) -> torch.Tensor:
+        """Like :meth:`next_token_logits` for a batch of unrelated rows (e.g. a whole rollout): full forward passes,
+        one per episode. No gradients."""
         ids, mask = self._tokens(obs)
-        logits, _ = self._sequence_outputs(ids, mask, actions.long().flatten())
-        return torch.log_softmax(logits, -1).gather(1, actions.long().reshape(-1, 1)).squeeze(1)
+        with torch.no_grad():
+            logits, _ = self._sequence_outputs(ids, mask, None if actions is None else actions.long().flatten())
+        return mask_logits(logits, action_masks)
 
 
 class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):

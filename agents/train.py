@@ -151,7 +151,10 @@ def run(config: TrainConfig) -> dict[str, Any]:
         "samples": [
             {"prompt": p, "before": b, "after": a}
             for p, b, a in zip(
-                prompts[:5], evaluation.first_result.completions[:5], evaluation.last_result.completions[:5], strict=True
+                prompts[:5],
+                evaluation.first_result.completions[:5],
+                evaluation.last_result.completions[:5],
+                strict=True,
             )
         ],
     }

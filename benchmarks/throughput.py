@@ -43,8 +43,16 @@ def tiny_config() -> Any:
 
     # A small Llama (same architecture family as SmolLM2) over SmolLM2's vocabulary, randomly initialised.
     return LlamaConfig(
-        vocab_size=49152, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
     )
 
 
@@ -59,8 +67,14 @@ def make_env(stop_on_eos: bool = False) -> Any:
 
     def make() -> TextGenerationEnv:
         # stop_on_eos=False: every episode has exactly 48 new tokens, like generate(min_new_tokens=48)
-        return TextGenerationEnv(prompts, "smollm2-135m-instruct", reward, max_prompt_tokens=PROMPT_TOKENS,
-                                 max_new_tokens=NEW_TOKENS, stop_on_eos=stop_on_eos)
+        return TextGenerationEnv(
+            prompts,
+            "smollm2-135m-instruct",
+            reward,
+            max_prompt_tokens=PROMPT_TOKENS,
+            max_new_tokens=NEW_TOKENS,
+            stop_on_eos=stop_on_eos,
+        )
 
     env = DummyVecEnv([make] * N_ENVS)
     env.seed(0)
@@ -112,8 +126,16 @@ def time_generate(lm: Any, env: Any) -> float:
     mask = torch.as_tensor(obs["attention_mask"][:, :PROMPT_TOKENS])
     start = time.perf_counter()
     with torch.no_grad():
-        lm.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=NEW_TOKENS,
-                    min_new_tokens=NEW_TOKENS, pad_token_id=2)
+        lm.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            pad_token_id=2,
+        )
     return time.perf_counter() - start
 
 
@@ -187,20 +209,35 @@ def memory_case(lora: bool) -> dict[str, Any]:
     from agents import KLPenaltyCallback, MaskableEpisodeRolloutBuffer
 
     env = make_env()
-    model = make_ppo("smollm2-135m-instruct", env, fast=True, lora=dict(r=8, lora_alpha=32,
-                     target_modules="all-linear") if lora else None)
+    model = make_ppo(
+        "smollm2-135m-instruct",
+        env,
+        fast=True,
+        lora=dict(r=8, lora_alpha=32, target_modules="all-linear") if lora else None,
+    )
     callback = KLPenaltyCallback(kl_coef=0.1)
     model.learn(N_ENVS * NEW_TOKENS, callback=callback)
     policy = model.policy
     mib = 2**20
     weights = sum(p.numel() * p.element_size() for p in policy.parameters()) / mib
-    optimizer = sum(t.numel() * t.element_size() for s in policy.optimizer.state.values() for t in s.values()
-                    if torch.is_tensor(t)) / mib
-    reference = 0.0 if callback.reference.uses_disabled_adapters else sum(
-        p.numel() * p.element_size() for p in callback.reference.lm.parameters()) / mib
+    optimizer = (
+        sum(
+            t.numel() * t.element_size()
+            for s in policy.optimizer.state.values()
+            for t in s.values()
+            if torch.is_tensor(t)
+        )
+        / mib
+    )
+    reference = (
+        0.0
+        if callback.reference.uses_disabled_adapters
+        else sum(p.numel() * p.element_size() for p in callback.reference.lm.parameters()) / mib
+    )
     buffer = model.rollout_buffer
     buffer_bytes = sum(v.nbytes for v in buffer.observations.values()) + sum(
-        getattr(buffer, k).nbytes for k in ("actions", "rewards", "values", "log_probs", "advantages", "returns"))
+        getattr(buffer, k).nbytes for k in ("actions", "rewards", "values", "log_probs", "advantages", "returns")
+    )
     vocab = int(env.action_space.n)
     masks_bool = MaskableEpisodeRolloutBuffer(256, env.observation_space, env.action_space, n_envs=16).action_masks
     return {
@@ -225,8 +262,12 @@ def main() -> None:
     if args.memory_case:
         print(json.dumps(memory_case(args.memory_case == "lora")))
         return
-    results: dict[str, Any] = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-                               f"{torch.get_num_threads()} threads, torch {torch.__version__}", "models": {}}
+    results: dict[str, Any] = {
+        "date": str(date.today()),
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "models": {},
+    }
     for name in args.models:
         spec = tiny_config() if name == "tiny" else "smollm2-135m-instruct"
         naive_steps, naive_transitions = (NEW_TOKENS, 192) if name == "tiny" else (6, 24)
@@ -234,8 +275,9 @@ def main() -> None:
     if not args.skip_memory:
         results["memory"] = []
         for case in ("full", "lora"):
-            out = subprocess.run([sys.executable, __file__, "--memory-case", case], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--memory-case", case], capture_output=True, text=True, check=True
+            )
             results["memory"].append(json.loads(out.stdout.strip().splitlines()[-1]))
     RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
@@ -243,21 +285,29 @@ def main() -> None:
 
 def print_table(results: dict[str, Any]) -> None:
     print(f"\nThroughput ({results['machine']}, {results['date']}); 16 envs, 64 prompt + 48 new tokens")
-    print(f"| model | path | rollout tok/s | generate tok/s | rollout ratio | update trans/s | plain trans/s | "
-          "update ratio |\n|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | path | rollout tok/s | generate tok/s | rollout ratio | update trans/s | plain trans/s | "
+        "update ratio |\n|---|---|---|---|---|---|---|---|"
+    )
     for name, r in results["models"].items():
-        print(f"| {name} | fast | {r['rollout_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
-              f"{r['rollout_ratio']:.2f} | {r['update_transitions_per_s']:.0f} | "
-              f"{r['plain_update_transitions_per_s']:.0f} | {r['update_ratio']:.2f} |")
-        print(f"| {name} | naive | {r['naive_rollout_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
-              f"{r['naive_rollout_ratio']:.2f} | {r['naive_update_transitions_per_s']:.1f} | "
-              f"{r['plain_update_transitions_per_s']:.0f} | {r['naive_update_ratio']:.3f} |")
+        print(
+            f"| {name} | fast | {r['rollout_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
+            f"{r['rollout_ratio']:.2f} | {r['update_transitions_per_s']:.0f} | "
+            f"{r['plain_update_transitions_per_s']:.0f} | {r['update_ratio']:.2f} |"
+        )
+        print(
+            f"| {name} | naive | {r['naive_rollout_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
+            f"{r['naive_rollout_ratio']:.2f} | {r['naive_update_transitions_per_s']:.1f} | "
+            f"{r['plain_update_transitions_per_s']:.0f} | {r['naive_update_ratio']:.3f} |"
+        )
     for m in results.get("memory", []):
-        print(f"memory ({'LoRA' if m['lora'] else 'full'}): peak RSS {m['peak_rss_mib']:.0f} MiB; weights "
-              f"{m['weights_mib']:.0f}, optimizer {m['optimizer_state_mib']:.0f}, reference {m['reference_mib']:.0f}, "
-              f"rollout buffer {m['rollout_buffer_mib']:.1f}, masks for 4096 transitions "
-              f"{m['action_masks_4096_transitions_mib']:.0f} (stock float32: "
-              f"{m['action_masks_4096_transitions_float32_stock_mib']:.0f})")
+        print(
+            f"memory ({'LoRA' if m['lora'] else 'full'}): peak RSS {m['peak_rss_mib']:.0f} MiB; weights "
+            f"{m['weights_mib']:.0f}, optimizer {m['optimizer_state_mib']:.0f}, reference {m['reference_mib']:.0f}, "
+            f"rollout buffer {m['rollout_buffer_mib']:.1f}, masks for 4096 transitions "
+            f"{m['action_masks_4096_transitions_mib']:.0f} (stock float32: "
+            f"{m['action_masks_4096_transitions_float32_stock_mib']:.0f})"
+        )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def test_learn_changes_the_parameters(name):
 
 
 class RewardRecorder(BaseCallback):
-    """Copies the step's rewards as they are when this callback runs."""
+    """Copies the environment's rewards at every step, before any shaping."""
 
     def __init__(self):
         super().__init__()
@@ -69,13 +69,25 @@ class RewardRecorder(BaseCallback):
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_kl_penalty_shapes_the_stored_rewards(name):
     model = build(name)
-    raw, shaped = RewardRecorder(), RewardRecorder()
-    kl = KLPenaltyCallback(kl_coef=5.0)
-    model.learn(64, callback=CallbackList([raw, kl, shaped]))
-    raw_rewards, shaped_rewards = np.array(raw.rewards), np.array(shaped.rewards)  # (steps, n_envs)
-    assert not np.allclose(raw_rewards, shaped_rewards)  # the policy moved away from the reference: penalised
-    n_steps = model.rollout_buffer.buffer_size
-    np.testing.assert_allclose(model.rollout_buffer.rewards, shaped_rewards[-n_steps:])  # the buffer got them
+    untrained = build(name)  # same seed: the reference's weights, scored independently (naive path)
+    untrained.policy.share_prefixes = False
+    raw = RewardRecorder()
+    coef = 5.0
+    model.learn(64, callback=CallbackList([raw, KLPenaltyCallback(kl_coef=coef)]))
+
+    buffer = model.rollout_buffer  # the last rollout, flattened env-major by train(); rewards keep (S, E)
+    n_steps, n_envs = buffer.rewards.shape
+    obs = {k: torch.as_tensor(v) for k, v in buffer.observations.items()}
+    actions = torch.as_tensor(buffer.actions).flatten()
+    masks = getattr(buffer, "action_masks", None)
+    with torch.no_grad():
+        args = (obs, actions) if masks is None else (obs, actions, torch.as_tensor(masks))
+        reference = untrained.policy.evaluate_actions(*args)[1].numpy().reshape(n_envs, n_steps).T  # (S, E)
+    policy = buffer.log_probs.reshape(n_envs, n_steps).T  # (S, E) stored at sampling time
+    env_rewards = np.array(raw.rewards[-n_steps:])  # (S, E)
+    expected = env_rewards - coef * (policy - reference)
+    assert not np.allclose(expected, env_rewards)  # the policy moved away from the reference: penalised
+    np.testing.assert_allclose(buffer.rewards, expected, atol=1e-4)
 
 
 def test_maskable_ppo_never_samples_masked_tokens():

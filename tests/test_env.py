@@ -242,3 +242,11 @@ def test_bad_tokenizer_objects_and_names_are_errors():
         TextGenerationEnv(SHORT_PROMPTS, 42, count_a)
     with pytest.raises(ValueError, match="Unknown tokenizer"):
         TextGenerationEnv(SHORT_PROMPTS, "/no/such/tokenizer-dir", count_a)
+
+
+def test_a_prompt_that_encodes_to_nothing_without_bos_is_an_error():
+    tokenizer = build_char_tokenizer()
+    tokenizer.bos_token = None
+    env = TextGenerationEnv([""], tokenizer, count_a)
+    with pytest.raises(ValueError, match="encodes to no token"):
+        env.reset(seed=0)

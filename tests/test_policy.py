@@ -125,3 +125,8 @@ def test_separate_value_model():
     assert policy.value_trunk is not None and policy.value_head.in_features == 16
     _, values, _ = policy(sample_obs())
     assert values.shape == (3, 1)
+
+
+def test_unknown_model_name_names_the_fix():
+    with pytest.raises(ValueError, match=r"(?s)Unknown model 'no-such-model'.*save_pretrained"):
+        make_ppo(model="no-such-model")

@@ -278,6 +278,32 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             ) from error
         return float(check_scores(scores, 1, self.reward_model)[0])
 
+    # ------------------------------------------------------------------ state, for exact resume
+    def get_state(self) -> dict[str, Any]:
+        """The episode in progress and the random generator, for checkpoints (see ``agents.checkpoint``)."""
+        return {
+            "input_ids": self._input_ids.copy(),
+            "attention_mask": self._attention_mask.copy(),
+            "prompt": self._prompt,
+            "num_new": self._num_new,
+            "done": self._done,
+            "started": self._started,
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`get_state` of an environment with the same settings."""
+        if state["input_ids"].shape != self._input_ids.shape:
+            raise ValueError(
+                f"The saved episode has {state['input_ids'].shape[0]} token slots, this environment "
+                f"{self.seq_len}: resume with the same max_prompt_tokens and max_new_tokens."
+            )
+        self._input_ids[:] = state["input_ids"]
+        self._attention_mask[:] = state["attention_mask"]
+        self._prompt, self._num_new = state["prompt"], state["num_new"]
+        self._done, self._started = state["done"], state["started"]
+        self.np_random.bit_generator.state = state["np_random"]
+
     # ------------------------------------------------------------------ render
     def render(self) -> str | None:
         text = self._prompt + self.completion_text()

@@ -1,0 +1,104 @@
+"""Atomic checkpoints, exact resume and determinism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_gpt2_config
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from agents import CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
+from agents.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
+
+N = 256  # steps per half: 4 rollouts of 2 envs x 32 steps
+
+
+def make_env():
+    # EOS stays possible, so episodes end at different times and span rollouts and the checkpoint.
+    return make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+
+
+def make_model(env):
+    return PPO(
+        CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=32, batch_size=16, n_epochs=2,
+        learning_rate=3e-3, rollout_buffer_class=EpisodeRolloutBuffer, seed=0,
+    )  # fmt: skip
+
+
+def assert_same_training_state(a, b, kl_a, kl_b):
+    for (name, p), q in zip(a.policy.state_dict().items(), b.policy.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    state_a, state_b = a.policy.optimizer.state_dict(), b.policy.optimizer.state_dict()
+    for key, value in state_a["state"].items():
+        for field, tensor in value.items():
+            assert torch.equal(tensor, state_b["state"][key][field]), (key, field)
+    assert kl_a.kl_coef == kl_b.kl_coef
+    assert a.num_timesteps == b.num_timesteps
+
+
+def test_resume_is_exact(tmp_path):
+    straight = make_model(make_env())
+    straight_kl = KLPenaltyCallback(kl_coef=0.1, target_kl=0.5, horizon=50)
+    straight.learn(2 * N, callback=straight_kl)
+
+    first = make_model(make_env())
+    first_kl = KLPenaltyCallback(kl_coef=0.1, target_kl=0.5, horizon=50)
+    first.learn(N, callback=first_kl)
+    save_checkpoint(first, tmp_path / "checkpoint.zip", first_kl)
+    del first
+    resumed, resumed_kl = load_checkpoint(PPO, tmp_path / "checkpoint.zip", make_env())
+    resumed.learn(N, callback=resumed_kl, reset_num_timesteps=False)
+
+    assert straight_kl.kl_coef != 0.1  # the adaptive controller moved, so the comparison means something
+    assert_same_training_state(straight, resumed, straight_kl, resumed_kl)
+
+
+def test_same_seed_gives_identical_rollouts_and_curves():
+    runs = []
+    for _ in range(2):
+        model = make_model(make_env())
+        kl = KLPenaltyCallback(kl_coef=0.1)
+        model.learn(128, callback=kl)  # two PPO iterations
+        runs.append((model, kl))
+    (a, kl_a), (b, kl_b) = runs
+    for key in ("actions", "rewards", "values", "log_probs", "advantages"):
+        assert (getattr(a.rollout_buffer, key) == getattr(b.rollout_buffer, key)).all(), key
+    assert kl_a.history == kl_b.history
+    assert a.logger.name_to_value == b.logger.name_to_value
+    assert_same_training_state(a, b, kl_a, kl_b)
+
+
+def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model = make_model(make_env())
+    model.learn(64)
+    path = save_checkpoint(model, tmp_path / "checkpoint.zip")
+    before = path.read_bytes()
+
+    def killed_mid_write(*args, **kwargs):
+        with open(args[0] if args else kwargs["save_path"], "wb") as handle:  # half a file, then death
+            handle.write(b"PK\x03\x04 partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("stable_baselines3.common.base_class.save_to_zip_file", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(model, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.zip"]  # no staging file left
+    loaded, _ = load_checkpoint(PPO, path, make_env())
+    assert loaded.num_timesteps == model.num_timesteps
+
+
+def test_periodic_checkpoints_keep_the_last_k(tmp_path):
+    model = make_model(make_env())
+    callback = CheckpointCallback(tmp_path, every_n_rollouts=1, keep_last=2)
+    model.learn(5 * 64, callback=callback)
+    assert len(callback.saved) == 4  # at the start of rollouts 2..5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in callback.saved[-2:]]
+
+
+def test_a_plain_sb3_save_is_refused_with_a_hint(tmp_path):
+    model = make_model(make_env())
+    model.save(tmp_path / "plain.zip")
+    with pytest.raises(ValueError, match="save_checkpoint"):
+        load_checkpoint(PPO, tmp_path / "plain.zip", make_env())
