@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup test train bench lint
+.PHONY: setup test train bench lint long-run compare
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,3 +31,9 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check text_env agents tests examples
+
+long-run: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/long_run.py
+
+compare: setup
+	HF_HUB_OFFLINE=1 $(PY) -m agents.compare $(COMPARE_ARGS)

@@ -11,8 +11,11 @@ say where each comes from:
 - RL4LMs' IMDB settings (Ramamurthy et al. 2023): 48 new tokens, ``n_steps`` of one episode per env, batch of
   episodes, ``target_kl`` around 0.1 per token.
 
-Adjusted for CPU: 16 envs x one 48-token episode per rollout, minibatches of 4 episodes, and a learning rate of
-5e-5 (3.5x TRL's) because a 15-minute CPU budget allows ~20 PPO iterations instead of TRL's hundreds.
+Adjusted for CPU, where a 13-minute budget allows ~14 PPO iterations instead of TRL's hundreds: LoRA (rank 16 on
+all linear layers: updates ~1.5x faster than full fine-tuning, and the reference costs no memory), learning rate
+1e-3 (LoRA commonly takes ~10x the full fine-tuning rate; 3e-4 moved the held-out score only from 0.23 to 0.32
+with KL 0.6 in our calibration), 2 epochs instead of 4, 16 envs x one 48-token episode per rollout, minibatches of
+4 episodes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "random seed (SB3 seeds numpy, torch and the envs)"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or auto"})
     budget_minutes: float = field(
-        default=15.0, metadata={"help": "wall-clock budget of training, excluding model loading and evaluation"}
+        default=13.0, metadata={"help": "wall-clock budget of training, excluding model loading and evaluation"}
     )
     total_timesteps: int = field(default=1_000_000, metadata={"help": "upper bound on environment steps"})
     tensorboard_log: str | None = field(default=None, metadata={"help": "TensorBoard directory (optional)"})
@@ -45,10 +48,10 @@ class TrainConfig:
     env_id: str = field(default="text_env/PositiveReview-v0", metadata={"help": "registered environment id"})
     n_envs: int = field(default=16, metadata={"help": "parallel environments (episodes per rollout and env step)"})
     eval_prompts: int = field(default=64, metadata={"help": "held-out test prompts evaluated before/after (0: all)"})
-    eval_every: int = field(default=5, metadata={"help": "evaluate every N rollouts during training"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate every N rollouts during training"})
     # --- model
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "model name or local directory"})
-    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 fine-tunes all weights"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank on all linear layers; 0 fine-tunes all weights"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature, also used in log-probs (TRL)"})
     # --- KL penalty
@@ -59,10 +62,12 @@ class TrainConfig:
     kl_horizon: int = field(default=10_000, metadata={"help": "adaptive KL horizon in episodes (Ziegler et al.)"})
     # --- algorithm
     algorithm: str = field(default="ppo", metadata={"help": "ppo, a2c, trpo or maskable_ppo"})
-    learning_rate: float = field(default=5e-5, metadata={"help": "optimizer learning rate (TRL: 1.41e-5)"})
+    learning_rate: float = field(
+        default=1e-3, metadata={"help": "optimizer learning rate (TRL: 1.41e-5 full fine-tuning; LoRA takes ~10x+)"}
+    )
     n_steps: int = field(default=48, metadata={"help": "steps per env per rollout (48: one episode each)"})
     batch_size: int = field(default=192, metadata={"help": "minibatch size in transitions (192: 4 episodes)"})
-    n_epochs: int = field(default=4, metadata={"help": "PPO epochs per rollout (TRL ppo_epochs)"})
+    n_epochs: int = field(default=2, metadata={"help": "PPO epochs per rollout (TRL ppo_epochs: 4)"})
     gamma: float = field(default=1.0, metadata={"help": "discount (TRL: 1.0)"})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda (TRL lam)"})
     clip_range: float = field(default=0.2, metadata={"help": "PPO clip range (TRL cliprange)"})

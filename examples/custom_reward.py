@@ -24,8 +24,16 @@ reward = CombinedReward([(FunctionReward(laughs), 1.0), (LengthReward(8, unit="c
 env_kwargs = dict(prompts=["Joke: ", "Funny: ", "Heh "], tokenizer="char", reward_model=reward, max_new_tokens=8)
 venv = make_vec_env("text_env/TextGeneration-v0", n_envs=8, seed=0, env_kwargs=env_kwargs)
 tiny = GPT2Config(vocab_size=100, n_positions=64, n_embd=64, n_layer=2, n_head=2, bos_token_id=2, eos_token_id=1)
-model = PPO(CausalLMPolicy, venv, policy_kwargs=dict(model=tiny), n_steps=64, batch_size=64, learning_rate=3e-3,
-            rollout_buffer_class=EpisodeRolloutBuffer, seed=0)
+model = PPO(
+    CausalLMPolicy,
+    venv,
+    policy_kwargs=dict(model=tiny),
+    n_steps=64,
+    batch_size=64,
+    learning_rate=3e-3,
+    rollout_buffer_class=EpisodeRolloutBuffer,
+    seed=0,
+)
 model.learn(20_000)
 result = generate_completions(model, gym.make("text_env/TextGeneration-v0", **env_kwargs), ["Joke: "] * 4)
 print(result.completions, "mean reward", np.mean(result.scores))

@@ -26,9 +26,14 @@ else:
     reward = EmbeddingSimilarityReward(["a warm, funny and beautifully acted film that I loved"])
 env = gym.make("text_env/PositiveReview-v0", reward_model=reward, max_new_tokens=32)  # make() kwargs, not registered
 model = PPO(
-    CausalLMPolicy, env, policy_kwargs=dict(model="smollm2-135m-instruct", lora=dict(r=8, lora_alpha=32,
-    target_modules="all-linear")), n_steps=32, batch_size=32, learning_rate=2e-4,
-    rollout_buffer_class=EpisodeRolloutBuffer, verbose=1,
+    CausalLMPolicy,
+    env,
+    policy_kwargs=dict(model="smollm2-135m-instruct", lora=dict(r=8, lora_alpha=32, target_modules="all-linear")),
+    n_steps=32,
+    batch_size=32,
+    learning_rate=2e-4,
+    rollout_buffer_class=EpisodeRolloutBuffer,
+    verbose=1,
 )
 model.learn(args.timesteps, callback=KLPenaltyCallback(kl_coef=0.1))
 print(generate_completions(model, env, ["I went into this film knowing almost nothing about it, and"]).completions)
