@@ -15,7 +15,9 @@ Adjusted for CPU, where a 13-minute budget allows ~14 PPO iterations instead of 
 all linear layers: updates ~1.5x faster than full fine-tuning, and the reference costs no memory), learning rate
 1e-3 (LoRA commonly takes ~10x the full fine-tuning rate; 3e-4 moved the held-out score only from 0.23 to 0.32
 with KL 0.6 in our calibration), 2 epochs instead of 4, 16 envs x one 48-token episode per rollout, minibatches of
-4 episodes.
+4 episodes, and GAE lambda 1.0 instead of 0.95: with a value head that has seen ~14 updates, lambda 0.95 gives the
+first token of a 48-token completion 0.95^47 = 9% of the terminal reward's credit (held-out score 0.23 -> 0.27 at
+lambda 0.95 in our calibration).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ class TrainConfig:
     batch_size: int = field(default=192, metadata={"help": "minibatch size in transitions (192: 4 episodes)"})
     n_epochs: int = field(default=2, metadata={"help": "PPO epochs per rollout (TRL ppo_epochs: 4)"})
     gamma: float = field(default=1.0, metadata={"help": "discount (TRL: 1.0)"})
-    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda (TRL lam)"})
+    gae_lambda: float = field(
+        default=1.0, metadata={"help": "GAE lambda (TRL: 0.95; 1.0 credits early tokens while the value head is new)"}
+    )
     clip_range: float = field(default=0.2, metadata={"help": "PPO clip range (TRL cliprange)"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus (0: the KL penalty regularises)"})
     vf_coef: float = field(default=0.1, metadata={"help": "value loss coefficient (TRL vf_coef)"})
