@@ -108,6 +108,44 @@ class CausalLMPolicyMixin:
     optimizer_class: type[torch.optim.Optimizer]
     optimizer_kwargs: dict[str, Any]
 
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        model: ModelSpec = "smollm2-135m-instruct",
+        temperature: float = 1.0,
+        lora: dict[str, Any] | None = None,
+        value_model: ModelSpec | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        kv_cache: bool = True,
+        share_prefixes: bool = True,
+        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        **sb3_kwargs: Any,
+    ) -> None:
+        self._check_spaces(observation_space, action_space)
+        self._store_lm_settings(model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes)
+        # No MLP extractor and no orthogonal re-initialisation: _build below keeps the pretrained weights.
+        sb3_kwargs.update(ortho_init=False, net_arch=[])
+        super().__init__(  # ActorCriticPolicy or MaskableActorCriticPolicy, which calls _build
+            observation_space,
+            action_space,
+            lr_schedule,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            **sb3_kwargs,
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()  # type: ignore[misc]
+        data.update(self._lm_constructor_parameters())
+        return data
+
+    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
+        """Values ``(B, 1)``; SB3 calls it once per rollout on the last observations, which the cache extends."""
+        return self._cached_outputs(obs, self._rollout_cache)[1]
+
     def _store_lm_settings(
         self,
         model: ModelSpec,
@@ -281,39 +319,6 @@ class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
     and ``optimizer_kwargs`` are honoured. ``net_arch``, ``ortho_init`` and features extractors do not apply.
     """
 
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        model: ModelSpec = "smollm2-135m-instruct",
-        temperature: float = 1.0,
-        lora: dict[str, Any] | None = None,
-        value_model: ModelSpec | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        kv_cache: bool = True,
-        share_prefixes: bool = True,
-        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        **sb3_kwargs: Any,
-    ) -> None:
-        self._check_spaces(observation_space, action_space)
-        self._store_lm_settings(model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes)
-        sb3_kwargs.update(ortho_init=False, net_arch=[])
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
-            **sb3_kwargs,
-        )
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(self._lm_constructor_parameters())
-        return data
-
     def _distribution(self, logits: torch.Tensor) -> Distribution:
         return self.action_dist.proba_distribution(action_logits=logits)
 
@@ -335,9 +340,6 @@ class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
         ids, mask = self._tokens(obs)
         return self._distribution(self._sequence_outputs(ids, mask)[0])
 
-    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
-        return self._cached_outputs(obs, self._rollout_cache)[1]
-
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         logits, _ = self._cached_outputs(observation, self._predict_cache)
         return self._distribution(logits).get_actions(deterministic=deterministic)
@@ -348,39 +350,6 @@ class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
 
     Pair it with :class:`~agents.buffers.MaskableEpisodeRolloutBuffer` to store masks as one byte per token.
     """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        model: ModelSpec = "smollm2-135m-instruct",
-        temperature: float = 1.0,
-        lora: dict[str, Any] | None = None,
-        value_model: ModelSpec | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        kv_cache: bool = True,
-        share_prefixes: bool = True,
-        optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optimizer_kwargs: dict[str, Any] | None = None,
-        **sb3_kwargs: Any,
-    ) -> None:
-        self._check_spaces(observation_space, action_space)
-        self._store_lm_settings(model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes)
-        sb3_kwargs.update(ortho_init=False, net_arch=[])
-        super().__init__(
-            observation_space,
-            action_space,
-            lr_schedule,
-            optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
-            **sb3_kwargs,
-        )
-
-    def _get_constructor_parameters(self) -> dict[str, Any]:
-        data = super()._get_constructor_parameters()
-        data.update(self._lm_constructor_parameters())
-        return data
 
     def _distribution(self, logits: torch.Tensor, action_masks: Any = None) -> MaskableDistribution:
         distribution = self.action_dist.proba_distribution(action_logits=logits)
@@ -407,9 +376,6 @@ class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
     def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
         ids, mask = self._tokens(obs)
         return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
-
-    def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
-        return self._cached_outputs(obs, self._rollout_cache)[1]
 
     def _predict(  # type: ignore[override]
         self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
