@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-ALGORITHMS = ("ppo", "a2c", "trpo", "maskable_ppo")
+from agents.config import ALGORITHMS
 
 
 def tiny_lm_config() -> Any:
@@ -34,56 +34,21 @@ def tiny_lm_config() -> Any:
 def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int) -> dict[str, Any]:
     """Train one algorithm with one seed; return its learning curve, wall-clock and peak RSS."""
     import torch
-    from sb3_contrib import TRPO, MaskablePPO
-    from stable_baselines3 import A2C, PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     import text_env  # noqa: F401
-    from agents import CausalLMPolicy, EpisodeRolloutBuffer, MaskableCausalLMPolicy, MaskableEpisodeRolloutBuffer
+    from agents.config import TrainConfig
+    from agents.train import build_model
 
     torch.set_num_threads(1)
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    policy_kwargs: dict[str, Any] = dict(model=tiny_lm_config())
-    common: dict[str, Any] = dict(seed=seed, verbose=0, policy_kwargs=policy_kwargs)
-    # Same rollout size for all (n_envs x 64 steps) except A2C, whose short rollouts are its design.
-    if algorithm == "ppo":
-        model = PPO(
-            CausalLMPolicy,
-            env,
-            n_steps=64,
-            batch_size=64,
-            learning_rate=3e-3,
-            rollout_buffer_class=EpisodeRolloutBuffer,
-            **common,
-        )
-    elif algorithm == "maskable_ppo":
-        model = MaskablePPO(
-            MaskableCausalLMPolicy,
-            env,
-            n_steps=64,
-            batch_size=64,
-            learning_rate=3e-3,
-            rollout_buffer_class=MaskableEpisodeRolloutBuffer,
-            **common,
-        )
-    elif algorithm == "a2c":
-        model = A2C(
-            CausalLMPolicy, env, n_steps=8, learning_rate=1e-3, rollout_buffer_class=EpisodeRolloutBuffer, **common
-        )
-    elif algorithm == "trpo":
-        policy_kwargs["model_kwargs"] = dict(attn_implementation="eager")  # double backward through attention
-        model = TRPO(
-            CausalLMPolicy,
-            env,
-            n_steps=64,
-            batch_size=64,
-            learning_rate=3e-3,
-            rollout_buffer_class=EpisodeRolloutBuffer,
-            **common,
-        )
-    else:
-        raise ValueError(f"Unknown algorithm {algorithm!r}; choose from {ALGORITHMS}.")
+    # The main job's settings and code path; only the step sizes differ: A2C's short rollouts are its design.
+    settings = dict(n_steps=8, learning_rate=1e-3) if algorithm == "a2c" else dict(n_steps=64, learning_rate=3e-3)
+    config = TrainConfig(
+        env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, **settings
+    )
+    model = build_model(config, env, model=tiny_lm_config())
 
     curve: list[tuple[int, float]] = []
 

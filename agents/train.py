@@ -27,14 +27,19 @@ from agents.config import TrainConfig, parse_config
 HELD_OUT_KWARGS: dict[str, dict[str, Any]] = {"text_env/PositiveReview-v0": {"split": "test"}}
 
 
-def build_model(config: TrainConfig, env: Any) -> Any:
-    """The SB3 / sb3-contrib algorithm with the LM policy and the episode buffer, from the config."""
+def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
+    """The SB3 / sb3-contrib algorithm with the LM policy and the episode buffer, from the config.
+
+    :param model: a model spec (e.g. a ``PretrainedConfig``) used instead of ``config.model``.
+    """
     from sb3_contrib import TRPO, MaskablePPO
     from stable_baselines3 import A2C, PPO
 
     from agents import CausalLMPolicy, EpisodeRolloutBuffer, MaskableCausalLMPolicy, MaskableEpisodeRolloutBuffer
 
-    policy_kwargs: dict[str, Any] = dict(model=config.model, temperature=config.temperature, model_kwargs={})
+    policy_kwargs: dict[str, Any] = dict(
+        model=config.model if model is None else model, temperature=config.temperature, model_kwargs={}
+    )
     if config.lora_r > 0:
         policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
     common = dict(
