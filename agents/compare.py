@@ -1,7 +1,7 @@
 """Compare RL algorithms on text: PPO, A2C, TRPO and MaskablePPO with the LM policy, same task, same budget of
 environment steps, several seeds each.
 
-    python -m agents.compare                                   # tiny Vowels task, 3 seeds: ~6 minutes on 2 cores
+    python -m agents.compare                                   # tiny Vowels task, 3 seeds x 8192 steps
     python -m agents.compare --timesteps 20000 --seeds 0 1 2 3 --out runs/compare
 
 Each (algorithm, seed) runs in a fresh process so that its peak memory is its own. Writes
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env-id", default="text_env/Vowels-v0", help="registered env with the 'char' tokenizer")
     parser.add_argument("--algorithms", nargs="+", default=list(ALGORITHMS), choices=ALGORITHMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--timesteps", type=int, default=12_288, help="environment steps per run (same for all)")
+    parser.add_argument("--timesteps", type=int, default=8192, help="environment steps per run (same for all)")
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
