@@ -1,8 +1,11 @@
 """A custom reward function: any ``fn(prompt, completion) -> float`` becomes a reward model.
 
-    python examples/custom_reward.py         # ~1 minute on CPU: the tiny char-level model learns to write "ha"
+    python examples/custom_reward.py         # ~2 minutes on CPU
 
-Here the reward counts "ha" in the completion; a tiny randomly initialised GPT-2 learns to laugh.
+Here the reward counts "ha" in the completion (a two-token pattern, hard to find by chance) plus a small bonus for
+8-character completions. In 20,000 steps the tiny randomly initialised GPT-2 reliably learns the length bonus
+(mean reward 0.2 on 2026-11-24) but not yet the laugh: a fair picture of sparse rewards. Try more steps or a
+denser reward.
 """
 
 import gymnasium as gym
