@@ -121,7 +121,7 @@ def generate_completions(
                     done[i] = True
                     chunk_scores[i] = float(reward)
         completions.extend(e.completion_text() for e in envs)
-        lengths.extend(e._num_new for e in envs)
+        lengths.extend(len(e.completion_ids()) for e in envs)
         scores.append(chunk_scores)
         if reference is not None:
             kls.append(_completion_kl(policy, reference, steps))
