@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import multiprocessing
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from agents.config import ALGORITHMS
+from agents.resources import peak_rss_mib
 
 
 def tiny_lm_config() -> Any:
@@ -64,7 +64,7 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
     start = time.monotonic()
     model.learn(timesteps, callback=Curve())
     seconds = time.monotonic() - start
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_rss_mib()
     final = float(np.mean([info["r"] for info in model.ep_info_buffer]))
     return {
         "algorithm": algorithm,

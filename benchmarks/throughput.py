@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -33,6 +32,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from agents.resources import peak_rss_mib
 
 N_ENVS, PROMPT_TOKENS, NEW_TOKENS, MINIBATCH_EPISODES = 16, 64, 48, 4
 RESULTS = Path(__file__).with_name("results.json")
@@ -242,7 +243,7 @@ def memory_case(lora: bool) -> dict[str, Any]:
     masks_bool = MaskableEpisodeRolloutBuffer(256, env.observation_space, env.action_space, n_envs=16).action_masks
     return {
         "lora": lora,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
         "weights_mib": weights,
         "optimizer_state_mib": optimizer,
         "reference_mib": reference,
