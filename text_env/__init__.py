@@ -4,10 +4,11 @@
 ``text_env/Vowels-v0`` with Gymnasium.
 """
 
+from text_env.embedded import EMBEDDED_MODEL
 from text_env.env import TextGenerationEnv
 from text_env.prompts import load_prompts, shipped_prompts, shipped_prompts_path
 from text_env.registration import ENV_IDS, register_envs
-from text_env.tokenizers import CHAR_TOKENIZER, EMBEDDED_MODEL, build_char_tokenizer, resolve_tokenizer
+from text_env.tokenizers import CHAR_TOKENIZER, build_char_tokenizer, resolve_tokenizer
 
 register_envs()
 
