@@ -276,11 +276,17 @@ class CausalLMPolicyMixin:
         return logits, values
 
     def _cached_outputs(self, obs: PyTorchObs, caches: dict[str, RowKVCache]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and values at each row's last token, through the per-row KV caches (no gradients)."""
+        """Logits and values at each row's last token, through the per-row KV caches (no gradients).
+
+        The rollout cache belongs to the rollout's batch of envs: a call with another batch size (e.g. an extra
+        ``predict_values``) is computed without it and leaves it alone. The prediction cache follows its caller:
+        a new batch size starts it afresh.
+        """
         ids, mask = self._tokens(obs)
         cached = caches["policy"].batch_size
-        if not self.kv_cache or torch.is_grad_enabled() or (cached is not None and cached != ids.shape[0]):
-            return self._sequence_outputs(ids, mask)  # another batch: leave the cache to its rows
+        other_batch = cached is not None and cached != ids.shape[0]
+        if not self.kv_cache or torch.is_grad_enabled() or (other_batch and caches is self._rollout_cache):
+            return self._sequence_outputs(ids, mask)
         hidden = caches["policy"].step(self.trunk, ids, mask)  # (B, H)
         value_hidden = hidden if self.value_trunk is None else caches["value"].step(self.value_trunk, ids, mask)
         return self._head_outputs(hidden, value_hidden)

@@ -75,6 +75,29 @@ def test_cached_rollout_matches_full_reencoding(overrides):
     assert cache.extended_rows > cache.reencoded_rows  # the cache was used, not bypassed
 
 
+def test_prediction_cache_follows_a_new_batch_size_and_the_rollout_cache_keeps_its_rows():
+    envs, fast, naive = policy_pair()
+    observations, _ = random_trajectory(envs, steps=12)
+    fast.set_training_mode(False)
+    with torch.no_grad():
+        for rows in (slice(0, 4), slice(0, 2)):  # e.g. generate_completions with batch_size 4, then 2
+            predict = fast._predict_cache["policy"]
+            extended_before = predict.extended_rows
+            for obs in observations:
+                obs_t = {k: torch.as_tensor(v[rows]) for k, v in obs.items()}
+                logits = fast.next_token_logits(obs_t)
+                torch.testing.assert_close(logits, naive.next_token_logits(obs_t), **TOLERANCE)
+            assert predict.batch_size == rows.stop
+            assert predict.extended_rows - extended_before > predict.reencoded_rows // 2  # used, not bypassed
+
+        rollout = fast._rollout_cache["policy"]
+        obs_t = {k: torch.as_tensor(v) for k, v in observations[0].items()}
+        fast.predict_values(obs_t)  # the rollout's batch of 4 envs
+        odd = {k: v[:3] for k, v in obs_t.items()}
+        torch.testing.assert_close(fast.predict_values(odd), naive.predict_values(odd), **TOLERANCE)
+        assert rollout.batch_size == 4  # a call with another batch size did not take the rollout cache over
+
+
 def test_prefix_shared_updates_match_per_transition_updates():
     envs, fast, naive = policy_pair()
     observations, actions = random_trajectory(envs, steps=30, seed=1)
