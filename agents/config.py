@@ -51,6 +51,9 @@ class TrainConfig:
     n_envs: int = field(default=16, metadata={"help": "parallel environments (episodes per rollout and env step)"})
     eval_prompts: int = field(default=64, metadata={"help": "held-out test prompts evaluated before/after (0: all)"})
     eval_every: int = field(default=10, metadata={"help": "evaluate every N rollouts during training"})
+    eval_batch_size: int = field(
+        default=64, metadata={"help": "held-out prompts generated together (64: ~1.8x faster than 16 on CPU)"}
+    )
     # --- model
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "model name or local directory"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank on all linear layers; 0 fine-tunes all weights"})
@@ -85,7 +88,8 @@ class TrainConfig:
             problems.append(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.device not in DEVICES:
             problems.append(f"device must be one of {DEVICES}, got {self.device!r}")
-        for name in ("n_envs", "n_steps", "batch_size", "n_epochs", "kl_horizon", "total_timesteps", "eval_every"):
+        positive = ("n_envs", "n_steps", "batch_size", "n_epochs", "kl_horizon", "total_timesteps", "eval_every")
+        for name in (*positive, "eval_batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("learning_rate", "budget_minutes", "temperature", "clip_range"):

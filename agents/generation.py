@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -56,21 +57,39 @@ def _fresh_copy(env: TextGenerationEnv) -> TextGenerationEnv:
     return clone
 
 
+class _Step(NamedTuple):
+    """One lock-step generation step of a batch of ``B`` envs."""
+
+    obs: dict[str, torch.Tensor]  # (B, L) each
+    actions: torch.Tensor  # (B,)
+    masks: np.ndarray | None  # (B, V) allowed tokens, or None
+    active: np.ndarray  # (B,) the env was still generating
+    logits: torch.Tensor  # (B, V) the policy's temperature-scaled (masked) logits that were sampled from
+
+
 @torch.no_grad()
-def _completion_kl(
-    policy: CausalLMPolicyMixin,
-    reference: ReferenceModel,
-    steps: list[tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray | None, np.ndarray]],
-) -> np.ndarray:
-    """Exact KL(pi || pi_ref) of each completion, summed over its tokens, from one batched pass over its steps."""
-    obs = {key: torch.cat([s[0][key] for s in steps]) for key in steps[0][0]}  # (T*B, L) step-major
-    actions = torch.cat([s[1] for s in steps])  # (T*B,)
-    masks = None if steps[0][2] is None else np.concatenate([s[2] for s in steps])  # (T*B, V)
-    active = torch.as_tensor(np.stack([s[3] for s in steps]))  # (T, B) the env was still generating
-    log_p = torch.log_softmax(policy.next_token_logits_batch(obs, actions, masks), -1)  # (T*B, V)
-    log_q = torch.log_softmax(reference.logits(obs, actions, masks), -1)  # (T*B, V)
-    token_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (T*B,) masked tokens: 0 * inf -> 0
-    return (token_kl.reshape(active.shape) * active).sum(0).double().cpu().numpy()  # (B,)
+def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> np.ndarray:
+    """Exact KL(pi || pi_ref) of each completion, summed over its tokens, ``(B,)``.
+
+    The policy's logits are the ones generation sampled from; the reference scores the episodes in groups, one
+    forward pass per episode, at most ``reference.chunk_rows`` rows at a time (bounds the ``(rows, V)`` tensors).
+    """
+    n_steps, batch = len(steps), len(steps[0].actions)
+    group = max(1, reference.chunk_rows // n_steps)  # episodes per reference pass
+    active = torch.as_tensor(np.stack([s.active for s in steps], 1))  # (B, T)
+    kl = []
+    for start in range(0, batch, group):
+        episodes = slice(start, start + group)
+        # Episode-major rows (b, t) -> b * T + t, so that each episode's steps share one forward pass.
+        obs = {key: torch.stack([s.obs[key][episodes] for s in steps], 1).flatten(0, 1) for key in steps[0].obs}
+        actions = torch.stack([s.actions[episodes] for s in steps], 1).flatten()  # (b*T,)
+        masks = None if steps[0].masks is None else np.stack([s.masks[episodes] for s in steps], 1)  # (b, T, V)
+        masks = None if masks is None else masks.reshape(-1, masks.shape[-1])  # (b*T, V)
+        log_p = torch.log_softmax(torch.stack([s.logits[episodes] for s in steps], 1).flatten(0, 1), -1)  # (b*T, V)
+        log_q = torch.log_softmax(reference.logits(obs, actions, masks), -1)  # (b*T, V)
+        token_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (b*T,) masked tokens: 0 * inf -> 0
+        kl.append((token_kl.reshape(-1, n_steps) * active[episodes]).sum(1))  # (b,)
+    return torch.cat(kl).double().cpu().numpy()
 
 
 @torch.no_grad()
@@ -87,7 +106,8 @@ def generate_completions(
 
     :param env: the environment (or a wrapper of it) that defines tokenizer, lengths and reward model.
     :param reference: if given, also compute each completion's exact KL to it, summed over tokens:
-        ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))`` (one batched pass per chunk of prompts).
+        ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))``, from the logits generation sampled from and
+        one reference pass per episode. Keeps the ``(steps, batch_size, V)`` logits of a chunk in memory.
     """
     policy = _policy_of(model_or_policy)
     base = env.unwrapped
@@ -103,7 +123,7 @@ def generate_completions(
         observations = [e.reset(options={"prompt": p})[0] for e, p in zip(envs, chunk, strict=True)]
         done = np.zeros(len(chunk), dtype=bool)
         chunk_scores = np.zeros(len(chunk))
-        steps: list[tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray | None, np.ndarray]] = []
+        steps: list[_Step] = []
         while not done.all():
             obs = obs_as_tensor({k: np.stack([o[k] for o in observations]) for k in observations[0]}, policy.device)  # type: ignore[attr-defined]
             masks = np.stack([e.action_masks() for e in envs]) if masked else None
@@ -112,7 +132,7 @@ def generate_completions(
                 actions = logits.argmax(-1)
             else:
                 actions = torch.distributions.Categorical(logits=logits).sample()  # (B,)
-            steps.append((obs, actions, masks, ~done))
+            steps.append(_Step(obs, actions, masks, ~done, logits))
             for i, e in enumerate(envs):
                 if done[i]:
                     continue
@@ -124,7 +144,7 @@ def generate_completions(
         lengths.extend(len(e.completion_ids()) for e in envs)
         scores.append(chunk_scores)
         if reference is not None:
-            kls.append(_completion_kl(policy, reference, steps))
+            kls.append(_completion_kl(reference, steps))
     return GenerationResult(
         prompts=list(prompts),
         completions=completions,

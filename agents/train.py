@@ -133,7 +133,13 @@ def run(config: TrainConfig) -> dict[str, Any]:
     print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
 
     kl = KLPenaltyCallback(kl_coef=config.kl_coef, target_kl=config.target_kl, horizon=config.kl_horizon)
-    evaluation = TextEvalCallback(eval_env, prompts, every_n_rollouts=config.eval_every, reference=lambda: kl.reference)
+    evaluation = TextEvalCallback(
+        eval_env,
+        prompts,
+        every_n_rollouts=config.eval_every,
+        reference=lambda: kl.reference,
+        batch_size=config.eval_batch_size,
+    )
     budget = TimeBudgetCallback(config.budget_minutes * 60)
     train_started = time.monotonic()
     model.learn(config.total_timesteps, callback=CallbackList([kl, evaluation, budget]))

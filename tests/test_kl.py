@@ -89,3 +89,36 @@ def test_lora_reference_is_the_same_model_with_adapters_disabled():
     torch.testing.assert_close(reference.logits(obs), initial)  # the initial policy
     model.policy.reset_caches()
     assert not torch.allclose(model.policy.next_token_logits(obs), initial, atol=1e-4)  # while the policy moved
+
+
+def test_exact_kl_of_generated_completions_matches_a_token_by_token_computation():
+    from agents.reference import ReferenceModel
+    from text_env import TextGenerationEnv
+
+    prompts = ["The movie", "A film about", "I watched", "Plot:", "So", "Why"] * 2
+    env = TextGenerationEnv(prompts, "char", lambda p, c: np.zeros(len(c)), max_prompt_tokens=16, max_new_tokens=6)
+    model = PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=6, batch_size=6, seed=0)
+    reference = ReferenceModel(model.policy, chunk_rows=7)  # a frozen copy; one episode per reference pass
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move the policy away from its reference
+        for parameter in model.policy.lm.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
+    model.policy.reset_caches()
+
+    result = generate_completions(model, env, prompts, deterministic=True, reference=reference, batch_size=5)
+
+    expected = []
+    for prompt in prompts:  # the same greedy episodes, one token at a time, without caches or batching
+        obs, _ = env.reset(options={"prompt": prompt})
+        total, done = 0.0, False
+        while not done:
+            obs_t = {key: torch.as_tensor(value)[None] for key, value in obs.items()}
+            log_p = torch.log_softmax(model.policy.next_token_logits_batch(obs_t)[0], -1)
+            log_q = torch.log_softmax(reference.logits(obs_t)[0], -1)
+            total += float((log_p.exp() * (log_p - log_q)).sum())
+            obs, _, terminated, truncated, _ = env.step(int(log_p.argmax()))
+            done = terminated or truncated
+        expected.append(total)
+    assert len(set(result.num_tokens.tolist())) > 1  # some episodes end early: their KL must stop there
+    np.testing.assert_allclose(result.kl, expected, rtol=1e-4, atol=1e-6)
+    assert min(expected) > 0.01
