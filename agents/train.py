@@ -127,6 +127,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     env = make_vec_env(config.env_id, n_envs=config.n_envs, seed=config.seed)
     eval_env = gym.make(config.env_id, **HELD_OUT_KWARGS.get(config.env_id, {}))
     prompts = eval_env.unwrapped.prompts[: config.eval_prompts or None]
+    eval_prompts = list(prompts) * config.eval_samples  # repeated in blocks: the first samples are distinct prompts
     model = build_model(config, env)
     formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
     model.set_logger(configure(str(config.tensorboard_log or run_dir / "logs"), formats))
@@ -135,7 +136,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     kl = KLPenaltyCallback(kl_coef=config.kl_coef, target_kl=config.target_kl, horizon=config.kl_horizon)
     evaluation = TextEvalCallback(
         eval_env,
-        prompts,
+        eval_prompts,
         every_n_rollouts=config.eval_every,
         reference=lambda: kl.reference,
         batch_size=config.eval_batch_size,
@@ -156,6 +157,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
         "timesteps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
         "held_out_prompts": len(prompts),
+        "samples_per_prompt": config.eval_samples,
         "before": before,
         "after": after,
         "final_kl_coef": kl.kl_coef,
@@ -163,8 +165,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
             {"prompt": p, "before": b, "after": a}
             for p, b, a in zip(
                 prompts[:5],
-                evaluation.first_result.completions[:5],
-                evaluation.last_result.completions[:5],
+                evaluation.first_result.completions[: len(prompts[:5])],
+                evaluation.last_result.completions[: len(prompts[:5])],
                 strict=True,
             )
         ],
@@ -177,7 +179,10 @@ def run(config: TrainConfig) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any]) -> None:
     before, after = summary["before"], summary["after"]
-    print(f"\nHeld-out evaluation on {summary['held_out_prompts']} test prompts ({summary['timesteps']} env steps):")
+    print(
+        f"\nHeld-out evaluation on {summary['held_out_prompts']} test prompts x {summary['samples_per_prompt']} "
+        f"samples ({summary['timesteps']} env steps):"
+    )
     print(f"  {'metric':<12}{'before':>10}{'after':>10}")
     for key in ("score", "kl", "distinct_1", "distinct_2", "length"):
         if key in before or key in after:
