@@ -2,6 +2,7 @@
 
     make bench                                   # SmolLM2-135M and a tiny model; ~12 minutes on 2 CPU cores
     .venv/bin/python benchmarks/throughput.py --models tiny --skip-memory   # seconds
+    .venv/bin/python benchmarks/throughput.py --models                      # memory only, ~3 minutes
 
 For each model, with 16 envs, prompts left-padded to 64 tokens and 48 new tokens per episode:
 
@@ -255,7 +256,9 @@ def memory_case(lora: bool) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["tiny", "smollm2"], choices=["tiny", "smollm2"])
+    parser.add_argument(
+        "--models", nargs="*", default=["tiny", "smollm2"], choices=["tiny", "smollm2"], help="none: memory only"
+    )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-case", choices=["full", "lora"], help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
@@ -263,12 +266,12 @@ def main() -> None:
     if args.memory_case:
         print(json.dumps(memory_case(args.memory_case == "lora")))
         return
-    results: dict[str, Any] = {
-        "date": str(date.today()),
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-        "models": {},
-    }
+    # Sections not measured in this run (e.g. throughput with --models and no name) keep their last results.
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    machine += f", torch {torch.__version__}"
+    if args.models:
+        results.update(date=str(date.today()), machine=machine)
     for name in args.models:
         spec = tiny_config() if name == "tiny" else "smollm2-135m-instruct"
         naive_steps, naive_transitions = (NEW_TOKENS, 192) if name == "tiny" else (6, 24)
@@ -279,7 +282,7 @@ def main() -> None:
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-case", case], capture_output=True, text=True, check=True
             )
-            results["memory"].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            results["memory"].append({"date": str(date.today()), **json.loads(out.stdout.strip().splitlines()[-1])})
     RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
 
