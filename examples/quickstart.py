@@ -22,6 +22,6 @@ model = PPO(
     rollout_buffer_class=EpisodeRolloutBuffer,  # minibatches of whole episodes: one forward pass per episode
     verbose=1,
 )
-model.learn(480, callback=KLPenaltyCallback(kl_coef=0.2))
+model.learn(480, callback=KLPenaltyCallback(kl_coef=0.05))
 result = generate_completions(model, env, ["The film opens with a long shot of the sea, and"])
 print(result.completions[0], result.scores[0])
