@@ -307,16 +307,6 @@ class CausalLMPolicyMixin:
             logits, _ = self._cached_outputs(obs, self._predict_cache)
         return mask_logits(logits, action_masks)
 
-    def next_token_logits_batch(
-        self, obs: PyTorchObs, actions: torch.Tensor | None = None, action_masks: Any = None
-    ) -> torch.Tensor:
-        """Like :meth:`next_token_logits` for a batch of unrelated rows (e.g. a whole rollout): full forward passes,
-        one per episode. No gradients."""
-        ids, mask = self._tokens(obs)
-        with torch.no_grad():
-            logits, _ = self._sequence_outputs(ids, mask, None if actions is None else actions.long().flatten())
-        return mask_logits(logits, action_masks)
-
 
 class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
     """A causal LM with a value head, as an SB3 ``ActorCriticPolicy`` (PPO, A2C, TRPO).

@@ -147,6 +147,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     train_seconds = time.monotonic() - train_started
 
     before, after = evaluation.history[0], evaluation.history[-1]
+    shown = prompts[:5]  # the first completions are one per distinct prompt (prompts repeat in blocks)
     export_pretrained(model, run_dir / "model", tokenizer=eval_env.unwrapped.tokenizer)
     plot_training(run_dir / "training.png", kl.history, evaluation.history)
     write_history(run_dir / "history.csv", kl.history)
@@ -164,9 +165,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
         "samples": [
             {"prompt": p, "before": b, "after": a}
             for p, b, a in zip(
-                prompts[:5],
-                evaluation.first_result.completions[: len(prompts[:5])],
-                evaluation.last_result.completions[: len(prompts[:5])],
+                shown,
+                evaluation.first_result.completions[: len(shown)],
+                evaluation.last_result.completions[: len(shown)],
                 strict=True,
             )
         ],

@@ -15,10 +15,10 @@ import numpy as np
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
-from transformers import GPT2Config
 
 import text_env  # noqa: F401
 from agents import CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
+from agents.compare import tiny_lm_config
 
 
 def rss_mib() -> float:
@@ -54,11 +54,10 @@ def main() -> int:
     args = parser.parse_args()
     n_envs, new_tokens = 8, 8
     env = make_vec_env("text_env/Vowels-v0", n_envs=n_envs, seed=0)
-    config = GPT2Config(vocab_size=100, n_positions=64, n_embd=64, n_layer=2, n_head=2, bos_token_id=2, eos_token_id=1)
     model = PPO(
         CausalLMPolicy,
         env,
-        policy_kwargs=dict(model=config),
+        policy_kwargs=dict(model=tiny_lm_config()),
         n_steps=64,
         batch_size=64,
         n_epochs=2,

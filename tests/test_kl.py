@@ -113,7 +113,8 @@ def test_exact_kl_of_generated_completions_matches_a_token_by_token_computation(
         total, done = 0.0, False
         while not done:
             obs_t = {key: torch.as_tensor(value)[None] for key, value in obs.items()}
-            log_p = torch.log_softmax(model.policy.next_token_logits_batch(obs_t)[0], -1)
+            with torch.no_grad():  # a full forward pass, no cache (SB3's public API)
+                log_p = model.policy.get_distribution(obs_t).distribution.logits[0]  # normalised log-probs
             log_q = torch.log_softmax(reference.logits(obs_t)[0], -1)
             total += float((log_p.exp() * (log_p - log_q)).sum())
             obs, _, terminated, truncated, _ = env.step(int(log_p.argmax()))
