@@ -65,6 +65,13 @@ class KLPenaltyCallback(BaseCallback):
         self._scores: list[float] = []
 
     def _init_callback(self) -> None:
+        from agents.grpo import GRPO
+
+        if isinstance(self.model, GRPO):
+            raise TypeError(
+                "KLPenaltyCallback shapes the rewards of the critic-based algorithms; GRPO has its own kl_coef: "
+                "GRPO(..., kl_coef=beta, kl_in='reward', kl_estimator='k1') applies the same per-token penalty."
+            )
         policy = self.model.policy
         if not isinstance(policy, CausalLMPolicyMixin):
             raise TypeError(
@@ -150,6 +157,40 @@ class KLPenaltyCallback(BaseCallback):
         callback.history = list(state["history"])
         callback.reference = ReferenceModel(policy, reference_state=state["reference_state"])
         return callback
+
+
+class RolloutHistoryCallback(BaseCallback):
+    """One row per rollout of what the algorithm and the KL callback logged, under one set of names, for plots.
+
+    Reads SB3's logger at the end of each rollout (after the algorithm and any earlier callback recorded their
+    values, before the logger is dumped): ``score`` (mean reward-model score), ``kl_per_episode`` (summed sampled KL
+    per completion: ``kl/per_episode`` of :class:`KLPenaltyCallback`, ``kl/k1_per_completion`` of the group
+    algorithms) and ``kl_coef``. Place it after :class:`KLPenaltyCallback` in a ``CallbackList``.
+    """
+
+    #: Row field -> logger keys, first found wins.
+    SOURCES: dict[str, tuple[str, ...]] = {
+        "score": ("kl/score", "rollout/score"),
+        "kl_per_episode": ("kl/per_episode", "kl/k1_per_completion"),
+        "kl_coef": ("kl/coef",),
+    }
+
+    def __init__(self, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.rows: list[dict[str, float]] = []
+
+    def _on_rollout_end(self) -> None:
+        logged = self.logger.name_to_value
+        row = {"timesteps": float(self.num_timesteps)}
+        for field, keys in self.SOURCES.items():
+            for key in keys:
+                if key in logged:
+                    row[field] = float(logged[key])
+                    break
+        self.rows.append(row)
+
+    def _on_step(self) -> bool:
+        return True
 
 
 class TimeBudgetCallback(BaseCallback):

@@ -1,5 +1,5 @@
-"""Compare RL algorithms on text: PPO, A2C, TRPO and MaskablePPO with the LM policy, same task, same budget of
-environment steps, several seeds each.
+"""Compare RL algorithms on text: every registered algorithm (PPO, A2C, TRPO, MaskablePPO, GRPO, Dr. GRPO, RLOO)
+with the LM policy, same task, same budget of environment steps, several seeds each.
 
     python -m agents.compare                                   # tiny Vowels task, 3 seeds x 8192 steps
     python -m agents.compare --timesteps 20000 --seeds 0 1 2 3 --out runs/compare
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.config import ALGORITHMS
+from agents.registry import ALGORITHMS
 from agents.resources import peak_rss_mib
 
 
@@ -43,10 +43,11 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
 
     torch.set_num_threads(1)
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    # The main job's settings and code path; only the step sizes differ: A2C's short rollouts are its design.
+    # The main job's settings and code path; only the step sizes differ: A2C's short rollouts are its design. No KL
+    # term for any algorithm (the critic-based ones get none here either: there is no KLPenaltyCallback).
     settings = dict(n_steps=8, learning_rate=1e-3) if algorithm == "a2c" else dict(n_steps=64, learning_rate=3e-3)
     config = TrainConfig(
-        env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, **settings
+        env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, kl_coef=0.0, **settings
     )
     model = build_model(config, env, model=tiny_lm_config())
 

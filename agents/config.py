@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ALGORITHMS = ("ppo", "a2c", "trpo", "maskable_ppo")
+from agents.registry import ALGORITHMS
+
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -84,7 +85,7 @@ class TrainConfig:
     )
     kl_horizon: int = field(default=10_000, metadata={"help": "adaptive KL horizon in episodes (Ziegler et al.)"})
     # --- algorithm
-    algorithm: str = field(default="ppo", metadata={"help": "ppo, a2c, trpo or maskable_ppo"})
+    algorithm: str = field(default="ppo", metadata={"help": ", ".join(ALGORITHMS)})
     learning_rate: float = field(
         default=5e-4, metadata={"help": "optimizer learning rate (TRL: 1.41e-5 full fine-tuning; LoRA takes ~10x+)"}
     )
@@ -99,6 +100,17 @@ class TrainConfig:
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus (0: the KL penalty regularises)"})
     vf_coef: float = field(default=0.1, metadata={"help": "value loss coefficient (TRL vf_coef)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    # --- group algorithms (grpo, dr_grpo, rloo): kl_coef is their KL strength, with no adaptive controller
+    group_size: int = field(
+        default=4, metadata={"help": "completions per prompt in the group algorithms (n_envs a multiple of it)"}
+    )
+    kl_estimator: str = field(default="k3", metadata={"help": "group algorithms: KL estimator k1, k2 or k3"})
+    kl_in: str = field(
+        default="loss", metadata={"help": "group algorithms: KL penalty in the 'loss' (GRPO) or the 'reward'"}
+    )
+    clip_range_high: float | None = field(
+        default=None, metadata={"help": "group algorithms: upper clip range (DAPO clip-higher 0.28); none: clip_range"}
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -120,6 +132,18 @@ class TrainConfig:
             problems.append(f"target_kl must be > 0 or none, got {self.target_kl}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             problems.append("gamma must be in (0, 1] and gae_lambda in [0, 1]")
+        if self.algorithm in ALGORITHMS and not ALGORITHMS[self.algorithm].critic:
+            if self.group_size < 2 or self.n_envs % self.group_size:
+                problems.append(
+                    f"{self.algorithm} needs group_size >= 2 dividing n_envs, got group_size={self.group_size} and "
+                    f"n_envs={self.n_envs}"
+                )
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            problems.append(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.kl_in not in ("loss", "reward"):
+            problems.append(f"kl_in must be 'loss' or 'reward', got {self.kl_in!r}")
+        if self.clip_range_high is not None and self.clip_range_high <= 0:
+            problems.append(f"clip_range_high must be > 0 or none, got {self.clip_range_high}")
         if problems:
             raise ValueError("Invalid training configuration:\n  - " + "\n  - ".join(problems))
 
@@ -174,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        if f.name == "target_kl" or f.name == "tensorboard_log":
-            kind: Any = _parse_optional_float if f.name == "target_kl" else str
+        if f.name in ("target_kl", "clip_range_high", "tensorboard_log"):
+            kind: Any = str if f.name == "tensorboard_log" else _parse_optional_float
         else:
             kind = type(default)
         parser.add_argument(

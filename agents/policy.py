@@ -16,6 +16,7 @@ Three execution paths, all exact (see ``tests/test_policy_equivalence.py``):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -28,6 +29,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from agents.kv_cache import RowKVCache
 from agents.models import (
@@ -42,6 +44,19 @@ from agents.models import (
 from agents.sequences import context_bounds, group_by_prefix, position_ids_from_mask
 
 OBS_KEYS = ("input_ids", "attention_mask")
+
+
+def double_backward_attention() -> contextlib.AbstractContextManager[None]:
+    """Restrict scaled-dot-product attention to its math backend while gradients are recorded.
+
+    Wraps ``get_distribution``, which only sb3-contrib's TRPO calls with gradients on: its Hessian-vector products
+    differentiate twice, and CPU flash attention has no double backward ("derivative for
+    aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented"). PPO and A2C train through
+    ``evaluate_actions`` and rollouts run without gradients, so they keep the fast kernels.
+    """
+    if not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def mask_logits(logits: torch.Tensor, action_masks: Any) -> torch.Tensor:
@@ -94,6 +109,8 @@ class CausalLMPolicyMixin:
         and the KL reference is the same model with adapters disabled.
     :param value_model: ``None`` for a value head on the LM's last hidden state (shared trunk), or a model spec
         for a separate value trunk with its own head.
+    :param value_head: build a value head (critic). The critic-free algorithms (:class:`~agents.grpo.GRPO`) set it to
+        False: no value parameters, no value optimizer state, and values are zeros.
     :param model_kwargs: passed to ``from_pretrained`` / ``from_config`` (e.g. ``torch_dtype``).
     :param kv_cache: keep a KV cache per env row across rollout steps (default True).
     :param share_prefixes: score all transitions of an episode with one forward pass in updates (default True).
@@ -120,12 +137,15 @@ class CausalLMPolicyMixin:
         model_kwargs: dict[str, Any] | None = None,
         kv_cache: bool = True,
         share_prefixes: bool = True,
+        value_head: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         **sb3_kwargs: Any,
     ) -> None:
         self._check_spaces(observation_space, action_space)
-        self._store_lm_settings(model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes)
+        self._store_lm_settings(
+            model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes, value_head
+        )
         # No MLP extractor and no orthogonal re-initialisation: _build below keeps the pretrained weights.
         sb3_kwargs.update(ortho_init=False, net_arch=[])
         super().__init__(  # ActorCriticPolicy or MaskableActorCriticPolicy, which calls _build
@@ -155,9 +175,12 @@ class CausalLMPolicyMixin:
         model_kwargs: dict[str, Any] | None,
         kv_cache: bool,
         share_prefixes: bool,
+        value_head: bool,
     ) -> None:
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}.")
+        if not value_head and value_model is not None:
+            raise ValueError("value_model needs a value head: pass value_head=True, or no value_model.")
         # Plain attributes even when the spec is a model object: nn.Module would register it as a submodule.
         object.__setattr__(self, "model_spec", model)
         object.__setattr__(self, "value_model_spec", value_model)
@@ -166,6 +189,7 @@ class CausalLMPolicyMixin:
         self.model_kwargs = dict(model_kwargs or {})
         self.kv_cache = kv_cache
         self.share_prefixes = share_prefixes
+        self.has_value_head = bool(value_head)
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
@@ -208,10 +232,12 @@ class CausalLMPolicyMixin:
             self.value_lm = value_lm.eval()
             self.value_trunk, _ = trunk_and_head(value_lm)
             value_width = hidden_size(value_lm)
-        # Zero-initialised value head: initial values are 0, no random signal into the shared trunk (TRL).
-        self.value_head = nn.Linear(value_width, 1, dtype=model_dtype(lm))
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head: nn.Linear | None = None
+        if self.has_value_head:
+            # Zero-initialised value head: initial values are 0, no random signal into the shared trunk (TRL).
+            self.value_head = nn.Linear(value_width, 1, dtype=model_dtype(lm))
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
         self._rollout_cache = {"policy": RowKVCache(), "value": RowKVCache()}
         self._predict_cache = {"policy": RowKVCache(), "value": RowKVCache()}
         trainable = [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]
@@ -226,6 +252,7 @@ class CausalLMPolicyMixin:
             model_kwargs=self.model_kwargs,
             kv_cache=self.kv_cache,
             share_prefixes=self.share_prefixes,
+            value_head=self.has_value_head,
         )
 
     # ------------------------------------------------------------------ modes and caches
@@ -270,8 +297,11 @@ class CausalLMPolicyMixin:
     def _head_outputs(
         self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` from last hidden states ``(B, H)``."""
+        """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` (zeros without a value head) from last hidden
+        states ``(B, H)``."""
         logits = self.lm_head(policy_hidden).float() / self.temperature  # (B, V)
+        if self.value_head is None:
+            return logits, logits.new_zeros(logits.shape[0], 1)
         values = self.value_head(value_hidden).float()  # (B, 1)
         return logits, values
 
@@ -334,7 +364,8 @@ class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
         ids, mask = self._tokens(obs)
-        return self._distribution(self._sequence_outputs(ids, mask)[0])
+        with double_backward_attention():
+            return self._distribution(self._sequence_outputs(ids, mask)[0])
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         logits, _ = self._cached_outputs(observation, self._predict_cache)
@@ -371,7 +402,8 @@ class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
         ids, mask = self._tokens(obs)
-        return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
+        with double_backward_attention():
+            return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
 
     def _predict(  # type: ignore[override]
         self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
@@ -381,9 +413,20 @@ class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
 
 
 def lm_policy_class_for(algorithm: str | type) -> type[CausalLMPolicyMixin]:
-    """The policy class an algorithm needs: :class:`MaskableCausalLMPolicy` for MaskablePPO, else CausalLMPolicy."""
-    name = algorithm if isinstance(algorithm, str) else algorithm.__name__
-    return MaskableCausalLMPolicy if name.lower() in ("maskableppo", "maskable_ppo") else CausalLMPolicy
+    """Deprecated: use ``agents.registry.get_algorithm(name).policy_class``."""
+    import warnings
+
+    from agents.registry import ALGORITHMS
+
+    warnings.warn(
+        "lm_policy_class_for is deprecated: use agents.registry.get_algorithm(name).policy_class.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    if isinstance(algorithm, str):
+        return ALGORITHMS[algorithm.lower()].policy_class
+    classes = {spec.algorithm_class: spec.policy_class for spec in ALGORITHMS.values()}
+    return classes.get(algorithm, CausalLMPolicy)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

@@ -27,51 +27,38 @@ from agents.config import TrainConfig, parse_config
 HELD_OUT_KWARGS: dict[str, dict[str, Any]] = {"text_env/PositiveReview-v0": {"split": "test"}}
 
 
+#: TrainConfig fields that are algorithm constructor arguments: each algorithm gets those its constructor takes.
+ALGORITHM_SETTINGS = (
+    "learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range", "clip_range_high",
+    "ent_coef", "vf_coef", "max_grad_norm", "group_size", "kl_estimator", "kl_in",
+)  # fmt: skip
+
+
 def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
-    """The SB3 / sb3-contrib algorithm with the LM policy and the episode buffer, from the config.
+    """The algorithm with the LM policy, from the config, through :func:`agents.registry.make_algorithm`.
+
+    Critic-free algorithms also take ``kl_coef`` (their KL term); the critic-based ones get the KL penalty from
+    :class:`~agents.KLPenaltyCallback` in :func:`run`.
 
     :param model: a model spec (e.g. a ``PretrainedConfig``) used instead of ``config.model``.
     """
-    from sb3_contrib import TRPO, MaskablePPO
-    from stable_baselines3 import A2C, PPO
+    from agents.registry import applicable, get_algorithm, make_algorithm
 
-    from agents import CausalLMPolicy, EpisodeRolloutBuffer, MaskableCausalLMPolicy, MaskableEpisodeRolloutBuffer
-
-    policy_kwargs: dict[str, Any] = dict(
-        model=config.model if model is None else model, temperature=config.temperature, model_kwargs={}
-    )
+    policy_kwargs: dict[str, Any] = dict(model=config.model if model is None else model, temperature=config.temperature)
     if config.lora_r > 0:
         policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
-    common = dict(
-        learning_rate=config.learning_rate,
-        n_steps=config.n_steps,
-        gamma=config.gamma,
-        gae_lambda=config.gae_lambda,
+    settings = {name: getattr(config, name) for name in ALGORITHM_SETTINGS}
+    if not get_algorithm(config.algorithm).critic:
+        settings["kl_coef"] = config.kl_coef
+    return make_algorithm(
+        config.algorithm,
+        env,
+        policy_kwargs=policy_kwargs,
         seed=config.seed,
         device=config.device,
         verbose=0,
-        policy_kwargs=policy_kwargs,
+        **applicable(config.algorithm, settings),
     )
-    ppo_like = dict(
-        batch_size=config.batch_size,
-        n_epochs=config.n_epochs,
-        clip_range=config.clip_range,
-        ent_coef=config.ent_coef,
-        vf_coef=config.vf_coef,
-        max_grad_norm=config.max_grad_norm,
-    )
-    if config.algorithm == "ppo":
-        return PPO(CausalLMPolicy, env, rollout_buffer_class=EpisodeRolloutBuffer, **common, **ppo_like)
-    if config.algorithm == "maskable_ppo":
-        return MaskablePPO(
-            MaskableCausalLMPolicy, env, rollout_buffer_class=MaskableEpisodeRolloutBuffer, **common, **ppo_like
-        )
-    if config.algorithm == "a2c":
-        a2c = dict(ent_coef=config.ent_coef, vf_coef=config.vf_coef, max_grad_norm=config.max_grad_norm)
-        return A2C(CausalLMPolicy, env, rollout_buffer_class=EpisodeRolloutBuffer, **common, **a2c)
-    # TRPO differentiates twice through attention; CPU SDPA has no double backward, so use eager attention.
-    policy_kwargs["model_kwargs"]["attn_implementation"] = "eager"
-    return TRPO(CausalLMPolicy, env, rollout_buffer_class=EpisodeRolloutBuffer, batch_size=config.batch_size, **common)
 
 
 def plot_training(path: Any, kl_history: list[dict[str, float]], eval_history: list[dict[str, float]]) -> None:
@@ -114,9 +101,10 @@ def run(config: TrainConfig) -> dict[str, Any]:
     from stable_baselines3.common.logger import configure
 
     import text_env  # noqa: F401  (registers the ids)
-    from agents import KLPenaltyCallback, export_pretrained
-    from agents.callbacks import TimeBudgetCallback
+    from agents import KLPenaltyCallback, ReferenceModel, export_pretrained
+    from agents.callbacks import RolloutHistoryCallback, TimeBudgetCallback
     from agents.evaluation import TextEvalCallback
+    from agents.registry import get_algorithm
 
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -133,24 +121,31 @@ def run(config: TrainConfig) -> dict[str, Any]:
     model.set_logger(configure(str(config.tensorboard_log or run_dir / "logs"), formats))
     print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
 
-    kl = KLPenaltyCallback(kl_coef=config.kl_coef, target_kl=config.target_kl, horizon=config.kl_horizon)
+    callbacks: list[Any] = []
+    if get_algorithm(config.algorithm).critic:  # the KL penalty as reward shaping, with the adaptive controller
+        kl = KLPenaltyCallback(kl_coef=config.kl_coef, target_kl=config.target_kl, horizon=config.kl_horizon)
+        callbacks.append(kl)
+        reference: Any = lambda: kl.reference  # noqa: E731  (made when training starts)
+    else:  # the group algorithms hold their KL term and reference themselves
+        reference = model.reference if model.reference is not None else ReferenceModel(model.policy)
+    history = RolloutHistoryCallback()
     evaluation = TextEvalCallback(
         eval_env,
         eval_prompts,
         every_n_rollouts=config.eval_every,
-        reference=lambda: kl.reference,
+        reference=reference,
         batch_size=config.eval_batch_size,
     )
     budget = TimeBudgetCallback(config.budget_minutes * 60)
     train_started = time.monotonic()
-    model.learn(config.total_timesteps, callback=CallbackList([kl, evaluation, budget]))
+    model.learn(config.total_timesteps, callback=CallbackList([*callbacks, history, evaluation, budget]))
     train_seconds = time.monotonic() - train_started
 
     before, after = evaluation.history[0], evaluation.history[-1]
     shown = prompts[:5]  # the first completions are one per distinct prompt (prompts repeat in blocks)
     export_pretrained(model, run_dir / "model", tokenizer=eval_env.unwrapped.tokenizer)
-    plot_training(run_dir / "training.png", kl.history, evaluation.history)
-    write_history(run_dir / "history.csv", kl.history)
+    plot_training(run_dir / "training.png", history.rows, evaluation.history)
+    write_history(run_dir / "history.csv", history.rows)
     summary = {
         "env_id": config.env_id,
         "algorithm": config.algorithm,
@@ -161,7 +156,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
         "samples_per_prompt": config.eval_samples,
         "before": before,
         "after": after,
-        "final_kl_coef": kl.kl_coef,
+        "final_kl_coef": history.rows[-1].get("kl_coef") if history.rows else None,
         "samples": [
             {"prompt": p, "before": b, "after": a}
             for p, b, a in zip(

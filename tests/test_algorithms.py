@@ -6,42 +6,32 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_gpt2_config
-from sb3_contrib import TRPO, MaskablePPO
-from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents import (
-    CausalLMPolicy,
-    EpisodeRolloutBuffer,
-    KLPenaltyCallback,
-    MaskableCausalLMPolicy,
-    MaskableEpisodeRolloutBuffer,
-)
+from agents import KLPenaltyCallback
+from agents.registry import ALGORITHMS, make_algorithm
 
-ALGORITHMS = {
-    "ppo": (
-        PPO,
-        CausalLMPolicy,
-        dict(n_steps=16, batch_size=16, n_epochs=2, rollout_buffer_class=EpisodeRolloutBuffer),
-    ),
-    "a2c": (A2C, CausalLMPolicy, dict(n_steps=8)),
-    # TRPO differentiates twice through attention: CPU SDPA has no double backward, eager attention does.
-    "trpo": (TRPO, CausalLMPolicy, dict(n_steps=16, batch_size=16, model_kwargs=dict(attn_implementation="eager"))),
-    "maskable_ppo": (
-        MaskablePPO,
-        MaskableCausalLMPolicy,
-        dict(n_steps=16, batch_size=16, n_epochs=2, rollout_buffer_class=MaskableEpisodeRolloutBuffer),
-    ),
+#: Small rollouts per algorithm; everything else (classes, buffers, fixed settings) comes from the registry.
+SETTINGS = {
+    "ppo": dict(n_steps=16, batch_size=16, n_epochs=2),
+    "a2c": dict(n_steps=8),
+    "trpo": dict(n_steps=16, batch_size=16),  # stock call: no attention flags needed for its double backward
+    "maskable_ppo": dict(n_steps=16, batch_size=16, n_epochs=2),
+    "grpo": dict(group_size=2, n_steps=8, batch_size=8, kl_coef=0.1),
+    "dr_grpo": dict(group_size=2, n_steps=8, batch_size=8),
+    "rloo": dict(group_size=2, n_steps=8, batch_size=8),
 }
+CRITICS = sorted(name for name, spec in ALGORITHMS.items() if spec.critic)
+
+
+def test_every_registered_algorithm_has_test_settings():
+    assert set(SETTINGS) == set(ALGORITHMS)
 
 
 def build(name, n_envs=2):
-    algorithm, policy, kwargs = ALGORITHMS[name]
-    kwargs = dict(kwargs)
-    policy_kwargs = dict(model=tiny_gpt2_config(), model_kwargs=kwargs.pop("model_kwargs", {}))
     env = make_vec_env("text_env/Vowels-v0", n_envs=n_envs, seed=0)
-    return algorithm(policy, env, policy_kwargs=policy_kwargs, seed=0, **kwargs)
+    return make_algorithm(name, env, policy_kwargs=dict(model=tiny_gpt2_config()), seed=0, **SETTINGS[name])
 
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
@@ -51,7 +41,10 @@ def test_learn_changes_the_parameters(name):
     model.learn(64)
     changed = [n for n, p in model.policy.named_parameters() if not torch.equal(p, before[n])]
     assert any(n.startswith("lm.") for n in changed), changed
-    assert any(n.startswith("value_head") for n in changed), changed
+    if ALGORITHMS[name].critic:
+        assert any(n.startswith("value_head") for n in changed), changed
+    else:
+        assert model.policy.value_head is None
 
 
 class RewardRecorder(BaseCallback):
@@ -66,7 +59,7 @@ class RewardRecorder(BaseCallback):
         return True
 
 
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+@pytest.mark.parametrize("name", CRITICS)
 def test_kl_penalty_shapes_the_stored_rewards(name):
     model = build(name)
     untrained = build(name)  # same seed: the reference's weights, scored independently (naive path)
@@ -98,3 +91,19 @@ def test_maskable_ppo_never_samples_masked_tokens():
     actions = buffer.actions.reshape(-1).astype(int)
     masks = buffer.action_masks.reshape(len(actions), -1)
     assert masks[range(len(actions)), actions].all()
+
+
+def test_the_registry_refuses_settings_an_algorithm_does_not_take():
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    with pytest.raises(TypeError, match=r"a2c \(A2C\) does not take \['batch_size'\]"):
+        make_algorithm("a2c", env, policy_kwargs=dict(model=tiny_gpt2_config()), batch_size=8)
+    with pytest.raises(ValueError, match="Unknown algorithm 'sac'"):
+        make_algorithm("sac", env)
+
+
+def test_applicable_keeps_what_each_algorithm_takes():
+    from agents.registry import applicable
+
+    shared = dict(batch_size=8, vf_coef=0.5, group_size=2, n_steps=8)
+    assert applicable("a2c", shared) == dict(vf_coef=0.5, n_steps=8)
+    assert applicable("rloo", shared) == dict(batch_size=8, group_size=2, n_steps=8)

@@ -30,6 +30,8 @@ def test_help_documents_every_option(capsys):
         (["--env-id", "text_env/Nope-v0"], "Unknown env_id"),
         (["--device", "tpu"], "device must be one of"),
         (["--device", "cuda"], "no CUDA GPU"),
+        (["--algorithm", "grpo", "--n-envs", "6", "--group-size", "4"], "needs group_size >= 2 dividing n_envs"),
+        (["--kl-in", "logits"], "kl_in must be"),
     ],
 )
 def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, message, capsys, monkeypatch):
@@ -57,10 +59,11 @@ def test_yaml_config_then_flags(tmp_path):
         TrainConfig.from_yaml(path)
 
 
-def test_end_to_end_on_the_tiny_task(tmp_path):
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     model_dir = tmp_path / "tiny"
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
-    argv = [
+    argv = ["--algorithm", algorithm, "--group-size", "2", "--kl-estimator", "k3", "--kl-in", "loss",
         "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--budget-minutes", "0.1", "--n-envs", "4",
         "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4", "--eval-every", "2",
         "--output-dir", str(tmp_path / "runs"), "--name", "t",
@@ -69,6 +72,7 @@ def test_end_to_end_on_the_tiny_task(tmp_path):
     run = tmp_path / "runs" / "t"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
+    assert summary["algorithm"] == algorithm
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "history.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2

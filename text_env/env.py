@@ -49,7 +49,10 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     The completion is decoded with special tokens (EOS) skipped.
 
     ## Starting State
-    A prompt drawn uniformly with ``self.np_random``, or the one given by ``reset(options={"prompt": ...})``.
+    A prompt drawn uniformly with ``self.np_random``, or the one chosen by ``reset(options={"prompt": text})`` or
+    ``reset(options={"prompt_index": i})`` (``0 <= i < num_prompts``). Choosing the prompt through the reset options
+    is how several envs complete the same prompt (the prompt groups of :class:`agents.grpo.GRPO`) without touching
+    their random generators.
     Prompts longer than ``max_prompt_tokens`` are left-truncated (their end is kept) with a one-time warning, or
     refused with ``truncation="error"``. A prompt that encodes to no token is replaced by the tokenizer's BOS
     token; without a BOS token it is an error.
@@ -201,10 +204,17 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     ) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
+        unknown = set(options) - {"prompt", "prompt_index"}
+        if unknown or len(options) > 1:
+            raise ValueError(
+                f"reset options take one of 'prompt' (a string) or 'prompt_index' (an int), got {sorted(options)}."
+            )
         if "prompt" in options:
             prompt = options["prompt"]
             if not isinstance(prompt, str):
                 raise TypeError(f"options['prompt'] must be a string, got {type(prompt).__name__}.")
+        elif "prompt_index" in options:
+            prompt = self.prompts[self._check_prompt_index(options["prompt_index"])]
         else:
             prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
         ids = self._encode_prompt(prompt)
@@ -218,6 +228,23 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._done = False
         self._started = True
         return self._observation(), {"prompt": prompt}
+
+    @property
+    def num_prompts(self) -> int:
+        """Number of prompts the env draws from: ``reset(options={"prompt_index": i})`` takes ``0 <= i <`` this."""
+        return len(self.prompts)
+
+    def _check_prompt_index(self, index: Any) -> int:
+        if isinstance(index, (bool, np.bool_)):
+            raise TypeError(f"options['prompt_index'] must be an integer, got the boolean {index!r}.")
+        try:
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"options['prompt_index'] must be an integer, got {type(index).__name__}.") from None
+        if not 0 <= index < len(self.prompts):
+            count = len(self.prompts)
+            raise IndexError(f"options['prompt_index']={index} is outside the {count} prompts [0, {count}).")
+        return index
 
     def _check_action(self, action: Any) -> int:
         if isinstance(action, (bool, np.bool_)) or (isinstance(action, np.ndarray) and action.dtype == bool):

@@ -1,0 +1,7 @@
+"""Critic-free, group-relative algorithms: GRPO, Dr. GRPO and RLOO (``GRPO(..., advantage=...)``)."""
+
+from agents.grpo.buffers import GroupRolloutBuffer, GroupSamples
+from agents.grpo.grpo import GRPO
+from agents.grpo.objective import aggregate_loss, group_advantages, kl_estimate
+
+__all__ = ["GRPO", "GroupRolloutBuffer", "GroupSamples", "aggregate_loss", "group_advantages", "kl_estimate"]

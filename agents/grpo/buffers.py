@@ -1,0 +1,225 @@
+"""The rollout buffer of the group algorithms: rounds of complete episodes, one per env, grouped by prompt.
+
+Layout: ``n_steps = rounds * completion_length`` rows by ``n_envs`` columns. Round ``r`` occupies rows
+``[r * T, (r + 1) * T)`` with ``T = completion_length`` (the env's ``max_new_tokens``); env ``e``'s completion of
+that round is the rows where ``active[:, e]`` is True, from the round's first row on. Rows after a completion ended
+(EOS) are *inactive*: the vector env kept stepping that env (an SB3 ``VecEnv`` steps all envs together) into an
+episode that is never paid, stored or trained on. Consecutive envs ``[g * G, (g + 1) * G)`` form group ``g`` and
+completed the same prompt in each round.
+
+Completions are the unit of everything downstream: advantages are per completion (shared by its tokens), and
+minibatches hold whole completions, so the policy scores each with one forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.buffers import BaseBuffer
+
+from agents.grpo.objective import group_advantages, kl_estimate
+
+
+class GroupSamples(NamedTuple):
+    """A minibatch of whole completions: their tokens as transitions, completion after completion.
+
+    ``N`` transitions of ``n_completions`` completions; each transition's observation is its context.
+    """
+
+    observations: dict[str, torch.Tensor]  # (N, L) each
+    actions: torch.Tensor  # (N,) token ids
+    old_log_prob: torch.Tensor  # (N,) log pi_old(a_t | s_t) at sampling time
+    ref_log_prob: torch.Tensor | None  # (N,) log pi_ref(a_t | s_t), None without a reference
+    advantages: torch.Tensor  # (N,) the advantage of the transition's completion
+    completion: torch.Tensor  # (N,) index in [0, n_completions) of the transition's completion
+    n_completions: int
+
+
+class GroupRolloutBuffer(BaseBuffer):
+    """Complete episodes of prompt groups, with per-completion advantages from the group baseline.
+
+    Filled by :class:`~agents.grpo.GRPO`'s rollout: :meth:`add` once per vector step, :meth:`end_round` after the
+    round's last step; then :meth:`finish` computes the advantages and :meth:`get` yields minibatches of whole
+    completions.
+
+    :param buffer_size: ``n_steps``, a multiple of ``completion_length``.
+    :param group_size: ``G``, consecutive envs that complete the same prompt; divides ``n_envs``.
+    :param completion_length: ``T``, the most tokens a completion can have (the env's ``max_new_tokens``).
+    """
+
+    observations: dict[str, np.ndarray]
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Dict,
+        action_space: spaces.Discrete,
+        device: torch.device | str = "auto",
+        gamma: float = 1.0,
+        gae_lambda: float = 1.0,
+        n_envs: int = 1,
+        *,
+        group_size: int,
+        completion_length: int,
+    ) -> None:
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs=n_envs)
+        if completion_length < 1 or buffer_size % completion_length:
+            raise ValueError(
+                f"The buffer holds rounds of {completion_length}-token completions: buffer_size={buffer_size} must be "
+                "a positive multiple of it."
+            )
+        if group_size < 2 or n_envs % group_size:
+            raise ValueError(f"group_size={group_size} must be >= 2 and divide n_envs={n_envs}.")
+        self.group_size = group_size
+        self.completion_length = completion_length
+        self.rounds = buffer_size // completion_length
+        self.reset()
+
+    def reset(self) -> None:
+        shape = (self.buffer_size, self.n_envs)
+        self.observations = {
+            key: np.zeros((*shape, *space.shape), dtype=space.dtype)  # type: ignore[misc]
+            for key, space in self.observation_space.spaces.items()  # type: ignore[attr-defined]
+        }
+        self.actions = np.zeros(shape, dtype=np.int64)
+        self.log_probs = np.zeros(shape, dtype=np.float32)
+        self.rewards = np.zeros(shape, dtype=np.float32)
+        self.active = np.zeros(shape, dtype=bool)
+        self.ref_log_probs: np.ndarray | None = None  # (S, E) set by finish()
+        self.completion_rewards = np.zeros((self.rounds, self.n_envs))  # (R, E) set by finish()
+        self.completion_advantages = np.zeros((self.rounds, self.n_envs))  # (R, E)
+        self.keep_completion = np.ones((self.rounds, self.n_envs), dtype=bool)  # (R, E)
+        self.round = 0
+        super().reset()
+
+    # ------------------------------------------------------------------ filling
+    def add(  # type: ignore[override]
+        self,
+        obs: dict[str, np.ndarray],
+        action: np.ndarray,
+        reward: np.ndarray,
+        log_prob: torch.Tensor,
+        active: np.ndarray,
+    ) -> None:
+        """Store one vector step: ``obs`` the envs' observations before it, ``active`` ``(E,)`` True for envs whose
+        completion of this round was still being written (their step belongs to it)."""
+        if self.round >= self.rounds or self.pos >= (self.round + 1) * self.completion_length:
+            raise RuntimeError(
+                f"A round holds at most {self.completion_length} steps per env: an episode ran longer than the "
+                "env's max_new_tokens."
+            )
+        for key in self.observations:
+            self.observations[key][self.pos] = np.asarray(obs[key])
+        self.actions[self.pos] = np.asarray(action).reshape(self.n_envs)
+        self.rewards[self.pos] = np.asarray(reward).reshape(self.n_envs)
+        self.log_probs[self.pos] = log_prob.detach().cpu().numpy().reshape(self.n_envs)
+        self.active[self.pos] = active
+        self.pos += 1
+
+    def end_round(self) -> None:
+        """Close the current round (its envs all finished); the next :meth:`add` starts the next round."""
+        self.round += 1
+        self.pos = self.round * self.completion_length
+        self.full = self.round == self.rounds
+
+    # ------------------------------------------------------------------ views
+    def transition_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every stored transition, completion after completion, each completion's tokens in order.
+
+        :return: ``rows`` ``(M,)`` and ``cols`` ``(M,)`` indices into the ``(S, E)`` arrays, and ``completion``
+            ``(M,)`` the completion's flat index ``round * n_envs + env``.
+        """
+        active = self.active.reshape(self.rounds, self.completion_length, self.n_envs)  # (R, T, E)
+        rounds, envs, times = np.nonzero(active.transpose(0, 2, 1))  # row-major over (R, E, T): completion-major
+        rows = rounds * self.completion_length + times
+        return rows, envs, rounds * self.n_envs + envs
+
+    def completion_lengths(self) -> np.ndarray:
+        """``(R, E)`` tokens in each completion."""
+        return self.active.reshape(self.rounds, self.completion_length, self.n_envs).sum(1)
+
+    def group_view(self, values: np.ndarray) -> np.ndarray:
+        """``(R, E)`` per-completion values as ``(R, n_groups, G)``."""
+        return values.reshape(self.rounds, self.n_envs // self.group_size, self.group_size)
+
+    # ------------------------------------------------------------------ advantages
+    def finish(
+        self,
+        advantage: str,
+        ref_log_probs: np.ndarray | None = None,
+        kl_coef: float = 0.0,
+        kl_estimator: str = "k1",
+        kl_in_reward: bool = False,
+        drop_all_equal_groups: bool = False,
+    ) -> dict[str, float]:
+        """Compute each completion's reward and group-relative advantage; return rollout statistics.
+
+        :param ref_log_probs: ``(S, E)`` reference log-probabilities of the stored actions (inactive rows ignored).
+        :param kl_in_reward: subtract ``kl_coef * sum_t k(t)`` from each completion's reward before the baseline.
+        :param drop_all_equal_groups: leave groups whose rewards are all equal (advantage 0 for every member, no
+            learning signal) out of the minibatches (DAPO's dynamic-sampling filter, without re-sampling).
+        """
+        if not self.full:
+            raise RuntimeError(f"finish() needs {self.rounds} complete rounds, got {self.round}.")
+        active = self.active.reshape(self.rounds, self.completion_length, self.n_envs)  # (R, T, E)
+        rewards = (self.rewards.reshape(active.shape) * active).sum(1, dtype=np.float64)  # (R, E)
+        stats: dict[str, float] = {"score": float(rewards.mean())}
+        self.ref_log_probs = ref_log_probs
+        if ref_log_probs is not None:
+            log_ratio = torch.as_tensor(self.log_probs.astype(np.float64) - ref_log_probs)  # (S, E)
+            for name in ("k1", "k2", "k3"):
+                per_token = kl_estimate(log_ratio, name).numpy().reshape(active.shape)  # (R, T, E)
+                per_completion = (per_token * active).sum(1)  # (R, E)
+                stats[f"kl_{name}"] = float(per_token[active].mean())
+                stats[f"kl_{name}_per_completion"] = float(per_completion.mean())
+                if kl_in_reward and name == kl_estimator:
+                    rewards = rewards - kl_coef * per_completion
+        groups = self.group_view(rewards)  # (R, g, G)
+        all_equal = (groups == groups[..., :1]).all(-1)  # (R, g)
+        self.completion_rewards = rewards
+        self.completion_advantages = group_advantages(groups, advantage).reshape(rewards.shape)
+        keep = ~all_equal if drop_all_equal_groups else np.ones_like(all_equal)
+        self.keep_completion = np.repeat(keep, self.group_size, axis=-1).reshape(rewards.shape)
+        stats.update(
+            reward=float(rewards.mean()),
+            group_reward_std=float(groups.std(-1, ddof=1).mean()),
+            all_equal_groups=float(all_equal.mean()),
+            completion_length=float(self.completion_lengths().mean()),
+            completions=float(rewards.size),
+        )
+        return stats
+
+    # ------------------------------------------------------------------ sampling
+    def get(self, completions_per_batch: int | None = None) -> Generator[GroupSamples, None, None]:  # type: ignore[override]
+        """Minibatches of ``completions_per_batch`` whole completions (all of them if None), in a random order
+        (numpy's global generator, seeded by SB3 as for the stock buffers)."""
+        if not self.full:
+            raise RuntimeError("The rollout buffer must be full before sampling.")
+        rows, cols, completion = self.transition_order()  # (M,) each
+        kept = np.flatnonzero(self.keep_completion.reshape(-1))  # flat completion ids with a learning signal
+        order = np.random.permutation(kept)
+        size = len(order) if completions_per_batch is None else completions_per_batch
+        starts = np.searchsorted(completion, np.arange(self.rounds * self.n_envs))  # first transition of each
+        ends = np.searchsorted(completion, np.arange(self.rounds * self.n_envs), side="right")
+        flat_advantages = self.completion_advantages.reshape(-1)
+        for start in range(0, len(order), size):
+            chosen = order[start : start + size]  # (C,) flat completion ids
+            picks = np.concatenate([np.arange(starts[c], ends[c]) for c in chosen])  # (N,) into rows/cols
+            local = np.repeat(np.arange(len(chosen)), ends[chosen] - starts[chosen])  # (N,)
+            r, c = rows[picks], cols[picks]
+            yield GroupSamples(
+                observations={key: self.to_torch(value[r, c]) for key, value in self.observations.items()},
+                actions=self.to_torch(self.actions[r, c]),
+                old_log_prob=self.to_torch(self.log_probs[r, c]),
+                ref_log_prob=None if self.ref_log_probs is None else self.to_torch(self.ref_log_probs[r, c]).float(),
+                advantages=self.to_torch(flat_advantages[chosen][local]).float(),
+                completion=self.to_torch(local),
+                n_completions=len(chosen),
+            )
+
+    def _get_samples(self, batch_inds: np.ndarray, env=None):  # type: ignore[no-untyped-def, override]
+        raise NotImplementedError("GroupRolloutBuffer yields whole completions through get().")
