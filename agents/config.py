@@ -76,6 +76,10 @@ class TrainConfig:
     lora_r: int = field(default=16, metadata={"help": "LoRA rank on all linear layers; 0 fine-tunes all weights"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature, also used in log-probs (TRL)"})
+    compute_dtype: str = field(
+        default="float32",
+        metadata={"help": "float32 or bfloat16: dtype of the transformer matmuls (autocast; fp32 weights and heads)"},
+    )
     # --- KL penalty
     kl_coef: float = field(
         default=0.05, metadata={"help": "initial KL coefficient beta (TRL init_kl_coef 0.2, scaled to VADER's range)"}
@@ -138,6 +142,8 @@ class TrainConfig:
                     f"{self.algorithm} needs group_size >= 2 dividing n_envs, got group_size={self.group_size} and "
                     f"n_envs={self.n_envs}"
                 )
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            problems.append(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
         if self.kl_estimator not in ("k1", "k2", "k3"):
             problems.append(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
         if self.kl_in not in ("loss", "reward"):

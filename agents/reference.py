@@ -78,12 +78,14 @@ class ReferenceModel:
         ids, mask = self.policy._tokens(obs)
         action_rows = None if actions is None else actions.long().reshape(-1).to(ids.device)
         chunks = []
-        with self._reference_weights():
+        with self._reference_weights(), self.policy.trunk_precision():
             for start in range(0, ids.shape[0], self.chunk_rows):
                 rows = slice(start, start + self.chunk_rows)
                 chunk_actions = None if action_rows is None else action_rows[rows]
                 (hidden,) = last_token_hidden([self.trunk], ids[rows], mask[rows], chunk_actions)  # (b, H)
-                chunks.append(self.head(hidden).float() / self.policy.temperature)  # (b, V)
+                hidden = hidden.to(self.head.weight.dtype)  # the head outside autocast, in float32
+                with torch.autocast(device_type=hidden.device.type, enabled=False):
+                    chunks.append(self.head(hidden).float() / self.policy.temperature)  # (b, V)
         return mask_logits(torch.cat(chunks), action_masks)  # (B, V)
 
     def log_probs(self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None) -> torch.Tensor:

@@ -44,7 +44,11 @@ def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
     """
     from agents.registry import applicable, get_algorithm, make_algorithm
 
-    policy_kwargs: dict[str, Any] = dict(model=config.model if model is None else model, temperature=config.temperature)
+    policy_kwargs: dict[str, Any] = dict(
+        model=config.model if model is None else model,
+        temperature=config.temperature,
+        compute_dtype=config.compute_dtype,
+    )
     if config.lora_r > 0:
         policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
     settings = {name: getattr(config, name) for name in ALGORITHM_SETTINGS}

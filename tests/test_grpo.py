@@ -257,12 +257,16 @@ def test_prompt_index_reset_option():
 
 
 # ---------------------------------------------------------------------------- learning
-@pytest.mark.parametrize("advantage", ["grpo", "dr_grpo", "rloo"])
-def test_group_algorithms_learn_the_vowels_task(advantage):
+@pytest.mark.parametrize(
+    ("advantage", "compute_dtype"),
+    [("grpo", "float32"), ("dr_grpo", "float32"), ("rloo", "float32"), ("grpo", "bfloat16")],
+)
+def test_group_algorithms_learn_the_vowels_task(advantage, compute_dtype):
     """The PPO learning test's threshold and budget (tests/test_learning.py): 10,240 env steps, 8 envs."""
     model = make_grpo(
-        n_envs=8, group_size=4, advantage=advantage, n_steps=64, batch_size=64, n_epochs=4, learning_rate=3e-3
-    )
+        n_envs=8, group_size=4, advantage=advantage, n_steps=64, batch_size=64, n_epochs=4, learning_rate=3e-3,
+        policy_kwargs=dict(model=tiny_gpt2_config(), compute_dtype=compute_dtype),
+    )  # fmt: skip
     first: list[float] = []
 
     class FirstRollout(BaseCallback):

@@ -30,13 +30,17 @@ class FirstRolloutReward(BaseCallback):
         return True
 
 
-@pytest.mark.parametrize("buffer_class", [None, EpisodeRolloutBuffer], ids=["stock-buffer", "episode-buffer"])
-def test_ppo_learns_the_vowels_task(buffer_class):
+@pytest.mark.parametrize(
+    ("buffer_class", "compute_dtype"),
+    [(None, "float32"), (EpisodeRolloutBuffer, "float32"), (EpisodeRolloutBuffer, "bfloat16")],
+    ids=["stock-buffer", "episode-buffer", "episode-buffer-bf16"],
+)
+def test_ppo_learns_the_vowels_task(buffer_class, compute_dtype):
     env = make_vec_env("text_env/Vowels-v0", n_envs=8, seed=0)
     model = PPO(
         CausalLMPolicy,
         env,
-        policy_kwargs=dict(model=tiny_gpt2_config()),
+        policy_kwargs=dict(model=tiny_gpt2_config(), compute_dtype=compute_dtype),
         n_steps=64,
         batch_size=64,
         n_epochs=4,
