@@ -16,6 +16,8 @@ import numpy as np
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
+from agents.sb3_contract import FLATTENED, FLATTENED_MASKABLE
+
 
 def episode_order(episode_starts: np.ndarray) -> np.ndarray:
     """A random order of the flattened transition indices in which each episode's transitions stay together.
@@ -42,15 +44,25 @@ class _EpisodeMinibatches:
     full: bool
     generator_ready: bool
     episode_starts: np.ndarray
+    observations: dict[str, np.ndarray]
+    #: The arrays the stock ``get()`` flattens (agents.sb3_contract, item 3).
+    flattened: tuple[str, ...] = FLATTENED
+
+    def flatten(self) -> None:
+        """Flatten the arrays env-major once, as the stock ``get()`` does on its first call, so that
+        ``_get_samples`` indexes them; ``episode_starts`` and ``rewards`` keep their ``(n_steps, n_envs)`` shape."""
+        if self.generator_ready:
+            return
+        for key, obs in self.observations.items():
+            self.observations[key] = self.swap_and_flatten(obs)  # type: ignore[attr-defined]
+        for name in self.flattened:
+            setattr(self, name, self.swap_and_flatten(getattr(self, name)))  # type: ignore[attr-defined]
+        self.generator_ready = True
 
     def get(self, batch_size: int | None = None) -> Generator[Any, None, None]:
         assert self.full, "the rollout buffer must be full before sampling"
         order = episode_order(self.episode_starts)  # episode_starts is never flattened by SB3
-        if not self.generator_ready:
-            # Let the stock buffer flatten its arrays once, by starting its own generator on a 1-sample minibatch.
-            primer = super().get(batch_size=1)  # type: ignore[misc]
-            next(primer)
-            primer.close()
+        self.flatten()
         total = self.buffer_size * self.n_envs
         batch_size = total if batch_size is None else batch_size
         for start in range(0, total, batch_size):
@@ -67,6 +79,8 @@ class MaskableEpisodeRolloutBuffer(_EpisodeMinibatches, MaskableDictRolloutBuffe
     The stock buffer keeps masks as float32: 4096 transitions x 49,152 tokens = 805 MB. One byte per entry is 4x
     smaller; masks go to the policy as bool tensors, which sb3-contrib's masking takes as they are.
     """
+
+    flattened = FLATTENED_MASKABLE
 
     def reset(self) -> None:
         # The parent allocates float32 masks, then resets the rest: allocate bool masks without its float32 copy.

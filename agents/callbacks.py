@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -10,8 +11,9 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
+from agents.kl import KLController, shape_rewards
 from agents.models import ModelSpec
-from agents.policy import CausalLMPolicyMixin
+from agents.policy import CausalLMPolicyBase
 from agents.reference import ReferenceModel
 
 
@@ -19,50 +21,61 @@ class KLPenaltyCallback(BaseCallback):
     """Shape each token's reward with ``r_t -= kl_coef * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))``.
 
     At the end of each rollout the reference scores all of its transitions at once (one forward pass per episode;
-    with LoRA, one switch of the adapters), the penalty is subtracted from the rollout buffer's rewards, and the
-    buffer's returns and advantages are recomputed with its own ``compute_returns_and_advantage``. The policy's
-    log-probabilities are the ones stored at sampling time. This works unchanged for PPO, A2C, TRPO and
-    MaskablePPO (whose action masks apply to the reference too).
-
-    With ``target_kl`` set, ``kl_coef`` adapts after each rollout like Ziegler et al. (2019), section 2.2 (and TRL's
-    ``AdaptiveKLController``): ``kl_coef *= 1 + clip(KL / target_kl - 1, -0.2, 0.2) * n_episodes / horizon``,
-    with ``KL`` the mean summed KL of the rollout's finished episodes.
+    with LoRA, one switch of the adapters), the penalty (:func:`~agents.kl.shape_rewards`) is subtracted from the
+    rollout buffer's rewards, and the buffer's returns and advantages are recomputed with its own
+    ``compute_returns_and_advantage`` (``agents/sb3_contract.py``, items 1-2). The policy's log-probabilities are
+    the ones stored at sampling time. This works unchanged for PPO, A2C, TRPO and MaskablePPO (whose action masks
+    apply to the reference too). The coefficient comes from a :class:`~agents.kl.KLController`: fixed, or adaptive
+    with ``kl_target``.
 
     Logged each rollout: ``kl/per_token`` (mean sampled KL per token), ``kl/per_episode``, ``kl/coef``, and
-    ``kl/score``, the mean unshaped reward-model score of the episodes that ended.
+    ``rollout/score``, the mean unshaped reward-model score of the episodes that ended.
 
     :param kl_coef: initial coefficient (beta). TRL's default is 0.2 (adaptive); Ziegler et al. start at 0.1-0.15.
-    :param target_kl: target KL per episode for the adaptive controller; ``None`` keeps ``kl_coef`` fixed.
+    :param kl_target: target KL per episode for the adaptive controller (TRL: 6); ``None`` keeps ``kl_coef`` fixed.
+        Not SB3 PPO's ``target_kl``, which stops an update early at a per-update KL of ~0.01.
     :param horizon: adaptation horizon in episodes (Ziegler et al. and TRL: 10,000).
-    :param reference: ``None`` for the policy's initial weights (LoRA: adapters disabled, no copy), or a model
-        spec for the reference (e.g. the pretrained model's name when resuming a run).
+    :param reference: a :class:`~agents.ReferenceModel` (e.g. the one the evaluation uses too: build it once), a
+        model spec to load as the reference, or ``None`` for the policy's initial weights (LoRA: adapters disabled,
+        no copy), made when training starts.
+    :param target_kl: deprecated name of ``kl_target``.
     """
 
     def __init__(
         self,
         kl_coef: float = 0.05,
-        target_kl: float | None = None,
+        kl_target: float | None = None,
         horizon: int = 10_000,
-        reference: ModelSpec | None = None,
+        reference: ReferenceModel | ModelSpec | None = None,
         verbose: int = 0,
+        target_kl: float | None = None,
     ) -> None:
         super().__init__(verbose)
-        if kl_coef < 0:
-            raise ValueError(f"kl_coef must be >= 0, got {kl_coef}.")
-        if target_kl is not None and target_kl <= 0:
-            raise ValueError(f"target_kl must be > 0 or None, got {target_kl}.")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}.")
-        self.kl_coef = float(kl_coef)
-        self.target_kl = target_kl
-        self.horizon = horizon
-        self.reference_spec = reference
-        self.reference: ReferenceModel | None = None
-        #: One row per rollout: timesteps, kl_per_token, kl_per_episode, score, kl_coef (for plots and CSV).
+        if target_kl is not None:
+            warnings.warn(
+                "KLPenaltyCallback(target_kl=...) is deprecated: pass kl_target=... (the adaptive controller's "
+                "per-episode target; SB3 PPO's target_kl is a different, per-update early stop).",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            kl_target = target_kl if kl_target is None else kl_target
+        self.controller = KLController(kl_coef, kl_target, horizon)
+        self.reference: ReferenceModel | None = reference if isinstance(reference, ReferenceModel) else None
+        self.reference_spec = None if isinstance(reference, ReferenceModel) else reference
+        #: One row per rollout: timesteps, kl_per_token, kl_per_episode, score, kl_coef.
         self.history: list[dict[str, float]] = []
         self._running_kl: np.ndarray | None = None  # (n_envs,) KL so far of each env's current episode
         self._dones: list[np.ndarray] = []
         self._scores: list[float] = []
+
+    @property
+    def kl_coef(self) -> float:
+        """The current coefficient (the controller's)."""
+        return self.controller.coef
+
+    @property
+    def kl_target(self) -> float | None:
+        return self.controller.target
 
     def _init_callback(self) -> None:
         from agents.grpo import GRPO
@@ -73,12 +86,17 @@ class KLPenaltyCallback(BaseCallback):
                 "GRPO(..., kl_coef=beta, kl_in='reward', kl_estimator='k1') applies the same per-token penalty."
             )
         policy = self.model.policy
-        if not isinstance(policy, CausalLMPolicyMixin):
+        if not isinstance(policy, CausalLMPolicyBase):
             raise TypeError(
                 f"KLPenaltyCallback needs a CausalLMPolicy or MaskableCausalLMPolicy, got {type(policy).__name__}."
             )
         if self.reference is None:  # made once: a second learn() call keeps the original reference
             self.reference = ReferenceModel(policy, self.reference_spec)
+        elif self.reference.policy is not policy:
+            raise ValueError(
+                "This KLPenaltyCallback's reference belongs to another model's policy: make one callback (and one "
+                "ReferenceModel) per model."
+            )
         if self._running_kl is None or len(self._running_kl) != self.training_env.num_envs:
             self._running_kl = np.zeros(self.training_env.num_envs)
 
@@ -96,7 +114,7 @@ class KLPenaltyCallback(BaseCallback):
 
     def _on_rollout_end(self) -> None:
         assert self.reference is not None and self._running_kl is not None
-        buffer = self.model.rollout_buffer
+        buffer = self.model.rollout_buffer  # type: ignore[attr-defined]
         n_steps, n_envs = buffer.rewards.shape  # not yet flattened: SB3 flattens in get()
         # Env-major rows keep each episode's transitions together for the reference's prefix sharing.
         obs = {
@@ -107,8 +125,9 @@ class KLPenaltyCallback(BaseCallback):
         masks = getattr(buffer, "action_masks", None)
         masks = None if masks is None else masks.swapaxes(0, 1).reshape(n_envs * n_steps, -1)
         reference = self.reference.log_probs(obs, actions, masks).double().cpu().numpy()  # (E*S,)
-        kl = buffer.log_probs.astype(np.float64) - reference.reshape(n_envs, n_steps).T  # (S, E) sampled KL estimate
-        buffer.rewards -= (self.kl_coef * kl).astype(buffer.rewards.dtype)
+        buffer.rewards, kl = shape_rewards(
+            buffer.rewards, buffer.log_probs, reference.reshape(n_envs, n_steps).T, self.kl_coef
+        )  # (S, E) each
         with torch.no_grad():  # the bootstrap value of the last observation (MaskablePPO's locals lack it)
             last_values = self.model.policy.predict_values(obs_as_tensor(self.locals["new_obs"], self.model.device))
         buffer.compute_returns_and_advantage(last_values=last_values, dones=self.locals["dones"])
@@ -119,43 +138,39 @@ class KLPenaltyCallback(BaseCallback):
             finished.extend(self._running_kl[dones].tolist())
             self._running_kl[dones] = 0.0
         row = {"timesteps": float(self.num_timesteps), "kl_coef": self.kl_coef, "kl_per_token": float(kl.mean())}
+        self.logger.record("kl/per_token", row["kl_per_token"])
         if finished:
             row["kl_per_episode"] = float(np.mean(finished))
+            self.logger.record("kl/per_episode", row["kl_per_episode"])
         if self._scores:
             row["score"] = float(np.mean(self._scores))
-        for key in ("kl_per_token", "kl_per_episode", "score"):
-            if key in row:
-                self.logger.record(f"kl/{key.removeprefix('kl_')}", row[key])
+            self.logger.record("rollout/score", row["score"])
         self.logger.record("kl/coef", self.kl_coef)
         self.history.append(row)
-        if self.target_kl is not None and finished:
-            error = float(np.clip(row["kl_per_episode"] / self.target_kl - 1.0, -0.2, 0.2))
-            self.kl_coef *= 1.0 + error * len(finished) / self.horizon
+        if finished:
+            self.controller.update(row["kl_per_episode"], len(finished))
 
     # ------------------------------------------------------------------ state, for exact resume
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly: settings, coefficient, per-env running KL, history, and the
-        reference weights when they are a frozen copy (with LoRA the reference is the base model: nothing to save).
-        """
+        """Everything needed to continue exactly: the controller, per-env running KL, history, and the reference
+        weights when they are a frozen copy (with LoRA the reference is the base model: nothing to save)."""
         reference_state = None
         if self.reference is not None and not self.reference.uses_disabled_adapters:
             reference_state = {k: v.detach().cpu().clone() for k, v in self.reference.lm.state_dict().items()}
         return {
-            "kl_coef": self.kl_coef,
-            "target_kl": self.target_kl,
-            "horizon": self.horizon,
+            **self.controller.state_dict(),
             "running_kl": None if self._running_kl is None else self._running_kl.copy(),
             "history": list(self.history),
             "reference_state": reference_state,
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], policy: CausalLMPolicyMixin) -> KLPenaltyCallback:
+    def from_state_dict(cls, state: dict[str, Any], policy: CausalLMPolicyBase) -> KLPenaltyCallback:
         """A callback that continues from :meth:`state_dict`, with its reference rebuilt on ``policy``."""
-        callback = cls(kl_coef=state["kl_coef"], target_kl=state["target_kl"], horizon=state["horizon"])
+        callback = cls(reference=ReferenceModel(policy, reference_state=state["reference_state"]))
+        callback.controller = KLController.from_state_dict(state)
         callback._running_kl = None if state["running_kl"] is None else np.array(state["running_kl"])
         callback.history = list(state["history"])
-        callback.reference = ReferenceModel(policy, reference_state=state["reference_state"])
         return callback
 
 
@@ -170,7 +185,7 @@ class RolloutHistoryCallback(BaseCallback):
 
     #: Row field -> logger keys, first found wins.
     SOURCES: dict[str, tuple[str, ...]] = {
-        "score": ("kl/score", "rollout/score"),
+        "score": ("rollout/score",),
         "kl_per_episode": ("kl/per_episode", "kl/k1_per_completion"),
         "kl_coef": ("kl/coef",),
     }

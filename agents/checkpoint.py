@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.callbacks import KLPenaltyCallback
+from text_env.atomic import atomic_file
 
 
 def _rng_state() -> dict[str, Any]:
@@ -54,17 +54,11 @@ def save_checkpoint(
         resume_state["env_states"] = env.env_method("get_state")
     if kl_callback is not None:
         resume_state["kl"] = kl_callback.state_dict()
-    model.resume_state = resume_state  # type: ignore[attr-defined]
-    descriptor, staging = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(descriptor)
+    model.resume_state = resume_state  # type: ignore[attr-defined]  (agents/sb3_contract.py, item 6)
     try:
-        model.save(staging, include=["resume_state"])
-        os.replace(staging, target)  # atomic on POSIX: readers see the old file or the new one, never half
+        return atomic_file(target, lambda staging: model.save(staging, include=["resume_state"]))
     finally:
         del model.resume_state  # type: ignore[attr-defined]
-        if os.path.exists(staging):
-            os.remove(staging)
-    return target
 
 
 def load_checkpoint(

@@ -36,12 +36,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agents.registry import ALGORITHMS
 
+#: Options renamed since the first release: old name -> new name (still read, with a DeprecationWarning).
+RENAMED_OPTIONS = {"target_kl": "kl_target"}
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -84,8 +87,9 @@ class TrainConfig:
     kl_coef: float = field(
         default=0.05, metadata={"help": "initial KL coefficient beta (TRL init_kl_coef 0.2, scaled to VADER's range)"}
     )
-    target_kl: float | None = field(
-        default=6.0, metadata={"help": "target KL per episode for the adaptive controller; none for a fixed beta"}
+    kl_target: float | None = field(
+        default=6.0,
+        metadata={"help": "target KL per episode of the adaptive KL controller (TRL: 6); none for a fixed beta"},
     )
     kl_horizon: int = field(default=10_000, metadata={"help": "adaptive KL horizon in episodes (Ziegler et al.)"})
     # --- algorithm
@@ -132,8 +136,8 @@ class TrainConfig:
         for name in ("kl_coef", "ent_coef", "vf_coef", "lora_r", "eval_prompts"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.target_kl is not None and self.target_kl <= 0:
-            problems.append(f"target_kl must be > 0 or none, got {self.target_kl}")
+        if self.kl_target is not None and self.kl_target <= 0:
+            problems.append(f"kl_target must be > 0 or none, got {self.kl_target}")
         if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
             problems.append("gamma must be in (0, 1] and gae_lambda in [0, 1]")
         if self.algorithm in ALGORITHMS and not ALGORITHMS[self.algorithm].critic:
@@ -179,6 +183,10 @@ class TrainConfig:
             values = yaml.safe_load(handle) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: the config must be a mapping of option names to values.")
+        for old, new in RENAMED_OPTIONS.items():
+            if old in values:
+                warnings.warn(f"{path}: option {old!r} is now {new!r}.", DeprecationWarning, stacklevel=2)
+                values.setdefault(new, values.pop(old))
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"{path}: unknown options {sorted(unknown)}; see --help for the list.")
@@ -201,10 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         "PositiveReview-v0). Options come from the defaults, then --config YAML, then flags.",
     )
     parser.add_argument("--config", type=Path, help="YAML file of options (same names as the flags, with _)")
+    parser.add_argument("--target-kl", dest="kl_target", type=_parse_optional_float, help=argparse.SUPPRESS)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        if f.name in ("target_kl", "clip_range_high", "tensorboard_log"):
+        if f.name in ("kl_target", "clip_range_high", "tensorboard_log"):
             kind: Any = str if f.name == "tensorboard_log" else _parse_optional_float
         else:
             kind = type(default)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +11,15 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from agents.models import unwrap_peft
-from agents.policy import CausalLMPolicyMixin
+from agents.policy import CausalLMPolicyBase
+from text_env.atomic import atomic_directory
 from text_env.tokenizers import resolve_tokenizer
 
 
 def _language_model(model_or_policy: Any) -> tuple[nn.Module, Any]:
     """The LM to export and the model spec it came from (to find a tokenizer)."""
     policy = getattr(model_or_policy, "policy", model_or_policy)
-    if isinstance(policy, CausalLMPolicyMixin):
+    if isinstance(policy, CausalLMPolicyBase):
         return policy.lm, policy.model_spec
     if isinstance(model_or_policy, nn.Module):
         return model_or_policy, getattr(getattr(model_or_policy, "config", None), "_name_or_path", None)
@@ -54,20 +53,9 @@ def export_pretrained(model_or_policy: Any, directory: str | os.PathLike[str], t
     if not isinstance(lm, PreTrainedModel):
         raise TypeError(f"Cannot export {type(lm).__name__}: it is not a transformers PreTrainedModel.")
 
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    def write(staging: Path) -> None:
         lm.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, retired / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+    target = atomic_directory(directory, write, replace=True)
     return target

@@ -6,7 +6,6 @@ policy's prediction KV cache), so evaluation costs about as much as ``model.gene
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents.policy import CausalLMPolicyMixin, MaskableCausalLMPolicy
+from agents.policy import CausalLMPolicyBase, MaskableCausalLMPolicy
 from agents.reference import ReferenceModel
 from text_env.env import TextGenerationEnv
 
@@ -42,19 +41,11 @@ class GenerationResult:
         return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def _policy_of(model_or_policy: object) -> CausalLMPolicyMixin:
+def _policy_of(model_or_policy: object) -> CausalLMPolicyBase:
     policy = getattr(model_or_policy, "policy", model_or_policy)
-    if not isinstance(policy, CausalLMPolicyMixin):
+    if not isinstance(policy, CausalLMPolicyBase):
         raise TypeError(f"Expected a CausalLMPolicy or an SB3 model using one, got {type(model_or_policy).__name__}.")
     return policy
-
-
-def _fresh_copy(env: TextGenerationEnv) -> TextGenerationEnv:
-    """An independent episode state sharing the tokenizer, prompts and reward model (cheap)."""
-    clone = copy.copy(env)
-    clone._input_ids = env._input_ids.copy()
-    clone._attention_mask = env._attention_mask.copy()
-    return clone
 
 
 class _Step(NamedTuple):
@@ -119,7 +110,7 @@ def generate_completions(
     scores, kls, lengths = [], [], []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
-        envs = [_fresh_copy(base) for _ in chunk]
+        envs = [base.fresh_copy() for _ in chunk]
         observations = [e.reset(options={"prompt": p})[0] for e, p in zip(envs, chunk, strict=True)]
         done = np.zeros(len(chunk), dtype=bool)
         chunk_scores = np.zeros(len(chunk))

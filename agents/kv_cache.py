@@ -12,6 +12,8 @@ wider than the longest context.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 from transformers import DynamicCache
@@ -184,3 +186,27 @@ def _left_pad(tensor: torch.Tensor, amount: int, dim: int = 2) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[dim] = amount
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+@dataclass
+class PolicyCaches:
+    """The KV caches of one caller of the policy (rollouts, or step-by-step prediction): one per trunk."""
+
+    policy: RowKVCache = field(default_factory=RowKVCache)
+    value: RowKVCache = field(default_factory=RowKVCache)  # used only with a separate value trunk
+
+    def clear(self) -> None:
+        self.policy.clear()
+        self.value.clear()
+
+    def stats(self) -> dict[str, int]:
+        """The policy trunk's cache: rows encoded from scratch and rows advanced by one cached token since the last
+        :meth:`clear`, and the cache's current ``rows`` x ``width`` (columns of keys and values; 0 when empty)."""
+        cache = self.policy
+        rows, width = (0, 0) if cache.kv_mask is None else tuple(cache.kv_mask.shape)
+        return {
+            "reencoded_rows": cache.reencoded_rows,
+            "extended_rows": cache.extended_rows,
+            "rows": int(rows),
+            "width": int(width),
+        }

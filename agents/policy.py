@@ -3,7 +3,7 @@
 ``PPO(CausalLMPolicy, env, policy_kwargs=dict(model="smollm2-135m-instruct"))`` trains the LM with the stock
 algorithm; so do ``A2C``, sb3-contrib's ``TRPO`` and, with :class:`MaskableCausalLMPolicy`, ``MaskablePPO``.
 
-Three execution paths, all exact (see ``tests/test_policy_equivalence.py``):
+Three execution paths, all exact (see ``tests/test_equivalence.py``):
 
 - **rollouts** (``forward`` under ``no_grad``, once per token): a :class:`~agents.kv_cache.RowKVCache` per env
   row, so each call encodes one new token per row, as ``model.generate`` does;
@@ -31,7 +31,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from agents.kv_cache import RowKVCache
+from agents.kv_cache import PolicyCaches
 from agents.models import (
     ModelSpec,
     disable_dropout,
@@ -41,7 +41,7 @@ from agents.models import (
     output_vocab_size,
     trunk_and_head,
 )
-from agents.sequences import context_bounds, group_by_prefix, position_ids_from_mask
+from agents.sequences import context_bounds, group_by_prefix, observation_tokens, position_ids_from_mask
 
 OBS_KEYS = ("input_ids", "attention_mask")
 
@@ -110,7 +110,7 @@ def last_token_hidden(
     return outputs
 
 
-class CausalLMPolicyMixin:
+class CausalLMPolicyBase:
     """The language-model machinery shared by :class:`CausalLMPolicy` and :class:`MaskableCausalLMPolicy`.
 
     :param model: the LM: ``"smollm2-135m-instruct"`` (the embedded default, offline), a local directory, a
@@ -180,7 +180,7 @@ class CausalLMPolicyMixin:
 
     def predict_values(self, obs: PyTorchObs) -> torch.Tensor:
         """Values ``(B, 1)``; SB3 calls it once per rollout on the last observations, which the cache extends."""
-        return self._cached_outputs(obs, self._rollout_cache)[1]
+        return self.cached_outputs(obs, self.rollout_caches)[1]
 
     def _store_lm_settings(
         self,
@@ -258,8 +258,8 @@ class CausalLMPolicyMixin:
             self.value_head = nn.Linear(value_width, 1, dtype=model_dtype(lm))
             nn.init.zeros_(self.value_head.weight)
             nn.init.zeros_(self.value_head.bias)
-        self._rollout_cache = {"policy": RowKVCache(), "value": RowKVCache()}
-        self._predict_cache = {"policy": RowKVCache(), "value": RowKVCache()}
+        self.rollout_caches = PolicyCaches()  # rollouts: one row per env
+        self.prediction_caches = PolicyCaches()  # predict() and generation loops
         trainable = [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
@@ -297,27 +297,17 @@ class CausalLMPolicyMixin:
 
     def reset_caches(self) -> None:
         """Forget the rollout and prediction KV caches (after any change of the parameters)."""
-        for caches in (self._rollout_cache, self._predict_cache):
-            for cache in caches.values():
-                cache.clear()
+        self.rollout_caches.clear()
+        self.prediction_caches.clear()
 
     def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
         self.reset_caches()
         return nn.Module.load_state_dict(self, *args, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ core computations
-    def _tokens(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
-        """``input_ids`` and ``attention_mask`` as long tensors ``(B, L)`` (SB3 may hand them over as floats)."""
-        if not isinstance(obs, dict) or any(key not in obs for key in OBS_KEYS):
-            raise ValueError(f"The policy expects a dict observation with keys {OBS_KEYS}, got {type(obs).__name__}.")
-        ids, mask = obs["input_ids"], obs["attention_mask"]
-        expected = self.observation_space["input_ids"].shape
-        if ids.dim() != 2 or tuple(ids.shape[1:]) != expected or ids.shape != mask.shape:
-            raise ValueError(
-                f"Observation tensors must have shape (batch, {expected[0]}) for both keys, got input_ids "
-                f"{tuple(ids.shape)} and attention_mask {tuple(mask.shape)}."
-            )
-        return ids.long(), mask.long()
+    def obs_tokens(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``input_ids`` and ``attention_mask`` as long tensors ``(B, L)``, checked against the observation space."""
+        return observation_tokens(obs, self.observation_space["input_ids"].shape[0])  # type: ignore[index]
 
     def _head_outputs(
         self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor
@@ -331,21 +321,21 @@ class CausalLMPolicyMixin:
         values = self.value_head(value_hidden.to(self.value_head.weight.dtype)).float()  # (B, 1)
         return logits, values
 
-    def _cached_outputs(self, obs: PyTorchObs, caches: dict[str, RowKVCache]) -> tuple[torch.Tensor, torch.Tensor]:
+    def cached_outputs(self, obs: PyTorchObs, caches: PolicyCaches) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and values at each row's last token, through the per-row KV caches (no gradients).
 
         The rollout cache belongs to the rollout's batch of envs: a call with another batch size (e.g. an extra
         ``predict_values``) is computed without it and leaves it alone. The prediction cache follows its caller:
         a new batch size starts it afresh.
         """
-        ids, mask = self._tokens(obs)
-        cached = caches["policy"].batch_size
+        ids, mask = self.obs_tokens(obs)
+        cached = caches.policy.batch_size
         other_batch = cached is not None and cached != ids.shape[0]
-        if not self.kv_cache or torch.is_grad_enabled() or (other_batch and caches is self._rollout_cache):
+        if not self.kv_cache or torch.is_grad_enabled() or (other_batch and caches is self.rollout_caches):
             return self._sequence_outputs(ids, mask)
         with self.trunk_precision():
-            hidden = caches["policy"].step(self.trunk, ids, mask)  # (B, H)
-            value_hidden = hidden if self.value_trunk is None else caches["value"].step(self.value_trunk, ids, mask)
+            hidden = caches.policy.step(self.trunk, ids, mask)  # (B, H)
+            value_hidden = hidden if self.value_trunk is None else caches.value.step(self.value_trunk, ids, mask)
         return self._head_outputs(hidden, value_hidden)
 
     def _sequence_outputs(
@@ -362,14 +352,14 @@ class CausalLMPolicyMixin:
         """Temperature-scaled next-token logits ``(B, V)`` (masked tokens at -inf), through the prediction cache:
         call it once per token in generation loops. No gradients."""
         with torch.no_grad():
-            logits, _ = self._cached_outputs(obs, self._predict_cache)
+            logits, _ = self.cached_outputs(obs, self.prediction_caches)
         return mask_logits(logits, action_masks)
 
 
-class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
+class CausalLMPolicy(CausalLMPolicyBase, ActorCriticPolicy):
     """A causal LM with a value head, as an SB3 ``ActorCriticPolicy`` (PPO, A2C, TRPO).
 
-    Constructor arguments beyond SB3's are documented on :class:`CausalLMPolicyMixin`; SB3's ``optimizer_class``
+    Constructor arguments beyond SB3's are documented on :class:`CausalLMPolicyBase`; SB3's ``optimizer_class``
     and ``optimizer_kwargs`` are honoured. ``net_arch``, ``ortho_init`` and features extractors do not apply.
     """
 
@@ -377,7 +367,7 @@ class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
         return self.action_dist.proba_distribution(action_logits=logits)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, values = self._cached_outputs(obs, self._rollout_cache)
+        logits, values = self.cached_outputs(obs, self.rollout_caches)
         distribution = self._distribution(logits)
         actions = distribution.get_actions(deterministic=deterministic)  # (B,)
         return actions, values, distribution.log_prob(actions)
@@ -385,22 +375,22 @@ class CausalLMPolicy(CausalLMPolicyMixin, ActorCriticPolicy):
     def evaluate_actions(
         self, obs: PyTorchObs, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        ids, mask = self._tokens(obs)
+        ids, mask = self.obs_tokens(obs)
         logits, values = self._sequence_outputs(ids, mask, actions.long().flatten())
         distribution = self._distribution(logits)
         return values, distribution.log_prob(actions.flatten()), distribution.entropy()
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
-        ids, mask = self._tokens(obs)
+        ids, mask = self.obs_tokens(obs)
         with double_backward_attention():
             return self._distribution(self._sequence_outputs(ids, mask)[0])
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
-        logits, _ = self._cached_outputs(observation, self._predict_cache)
+        logits, _ = self.cached_outputs(observation, self.prediction_caches)
         return self._distribution(logits).get_actions(deterministic=deterministic)
 
 
-class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
+class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
     """:class:`CausalLMPolicy` for sb3-contrib's ``MaskablePPO``: the env's ``action_masks()`` restrict the tokens.
 
     Pair it with :class:`~agents.buffers.MaskableEpisodeRolloutBuffer` to store masks as one byte per token.
@@ -415,7 +405,7 @@ class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
     def forward(
         self, obs: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, values = self._cached_outputs(obs, self._rollout_cache)
+        logits, values = self.cached_outputs(obs, self.rollout_caches)
         distribution = self._distribution(logits, action_masks)
         actions = distribution.get_actions(deterministic=deterministic)
         return actions, values, distribution.log_prob(actions)
@@ -423,24 +413,24 @@ class MaskableCausalLMPolicy(CausalLMPolicyMixin, MaskableActorCriticPolicy):
     def evaluate_actions(
         self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        ids, mask = self._tokens(obs)
+        ids, mask = self.obs_tokens(obs)
         logits, values = self._sequence_outputs(ids, mask, actions.long().flatten())
         distribution = self._distribution(logits, action_masks)
         return values, distribution.log_prob(actions.flatten()), distribution.entropy()
 
     def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
-        ids, mask = self._tokens(obs)
+        ids, mask = self.obs_tokens(obs)
         with double_backward_attention():
             return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
 
     def _predict(  # type: ignore[override]
         self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
     ) -> torch.Tensor:
-        logits, _ = self._cached_outputs(observation, self._predict_cache)
+        logits, _ = self.cached_outputs(observation, self.prediction_caches)
         return self._distribution(logits, action_masks).get_actions(deterministic=deterministic)
 
 
-def lm_policy_class_for(algorithm: str | type) -> type[CausalLMPolicyMixin]:
+def lm_policy_class_for(algorithm: str | type) -> type[CausalLMPolicyBase]:
     """Deprecated: use ``agents.registry.get_algorithm(name).policy_class``."""
     import warnings
 
@@ -465,8 +455,12 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return reference
 
 
+#: Deprecated name of :class:`CausalLMPolicyBase` (it is the base of every LM policy, not a mixin to add).
+CausalLMPolicyMixin = CausalLMPolicyBase
+
 __all__ = [
     "CausalLMPolicy",
+    "CausalLMPolicyBase",
     "CausalLMPolicyMixin",
     "MaskableCausalLMPolicy",
     "frozen_copy",

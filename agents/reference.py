@@ -19,7 +19,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from agents.models import ModelSpec, load_causal_lm, trunk_and_head
-from agents.policy import CausalLMPolicyMixin, frozen_copy, last_token_hidden, mask_logits
+from agents.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits
 
 
 class ReferenceModel:
@@ -34,12 +34,12 @@ class ReferenceModel:
 
     def __init__(
         self,
-        policy: CausalLMPolicyMixin,
+        policy: CausalLMPolicyBase,
         model: ModelSpec | None = None,
         reference_state: dict[str, torch.Tensor] | None = None,
         chunk_rows: int = 1024,
     ) -> None:
-        if not isinstance(policy, CausalLMPolicyMixin):
+        if not isinstance(policy, CausalLMPolicyBase):
             raise TypeError(f"ReferenceModel needs a CausalLMPolicy, got {type(policy).__name__}.")
         self.policy = policy
         self.uses_disabled_adapters = model is None and reference_state is None and policy.lora is not None
@@ -75,7 +75,7 @@ class ReferenceModel:
         Rows are scored with full forward passes, one per episode (rows that are prefixes of one another share it;
         pass the ``actions`` to let each row's action confirm the sharing), ``chunk_rows`` rows at a time.
         """
-        ids, mask = self.policy._tokens(obs)
+        ids, mask = self.policy.obs_tokens(obs)
         action_rows = None if actions is None else actions.long().reshape(-1).to(ids.device)
         chunks = []
         with self._reference_weights(), self.policy.trunk_precision():

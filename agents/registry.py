@@ -20,7 +20,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from agents.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
 from agents.grpo import GRPO
-from agents.policy import CausalLMPolicy, CausalLMPolicyMixin, MaskableCausalLMPolicy
+from agents.policy import CausalLMPolicy, CausalLMPolicyBase, MaskableCausalLMPolicy
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class AlgorithmSpec:
     """
 
     algorithm_class: type[BaseAlgorithm]
-    policy_class: type[CausalLMPolicyMixin]
+    policy_class: type[CausalLMPolicyBase]
     rollout_buffer_class: type | None
     critic: bool
     summary: str

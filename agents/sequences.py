@@ -7,12 +7,29 @@ one episode are prefixes of each other, so one forward pass over the longest of 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 # Two primes below 2**31: polynomial hashes mod each stay far from int64 overflow (token * power < 2**48).
 _P1, _P2 = 2_147_483_629, 2_147_483_587
 _R1, _R2 = 1_000_003, 916_132_831
 _POWERS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def observation_tokens(obs: Any, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` of a batch of ``TextGenerationEnv`` observations as long tensors
+    ``(B, length)``, checked. SB3 may hand them over as floats (``preprocess_obs`` casts a ``Box`` to float32)."""
+    keys = ("input_ids", "attention_mask")
+    if not isinstance(obs, dict) or any(key not in obs for key in keys):
+        raise ValueError(f"The policy expects a dict observation with keys {keys}, got {type(obs).__name__}.")
+    ids, mask = obs["input_ids"], obs["attention_mask"]
+    if ids.dim() != 2 or ids.shape[1] != length or ids.shape != mask.shape:
+        raise ValueError(
+            f"Observation tensors must have shape (batch, {length}) for both keys, got input_ids "
+            f"{tuple(ids.shape)} and attention_mask {tuple(mask.shape)}."
+        )
+    return ids.long(), mask.long()
 
 
 def context_bounds(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -125,12 +125,14 @@ def run(config: TrainConfig) -> dict[str, Any]:
     model.set_logger(configure(str(config.tensorboard_log or run_dir / "logs"), formats))
     print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
 
+    # One reference (the initial policy; with LoRA the same model with adapters off), shared by the KL term and the
+    # evaluation. The group algorithms hold their own KL term and reference.
     callbacks: list[Any] = []
-    if get_algorithm(config.algorithm).critic:  # the KL penalty as reward shaping, with the adaptive controller
-        kl = KLPenaltyCallback(kl_coef=config.kl_coef, target_kl=config.target_kl, horizon=config.kl_horizon)
-        callbacks.append(kl)
-        reference: Any = lambda: kl.reference  # noqa: E731  (made when training starts)
-    else:  # the group algorithms hold their KL term and reference themselves
+    if get_algorithm(config.algorithm).critic:
+        reference = ReferenceModel(model.policy)
+        kl_callback = KLPenaltyCallback(config.kl_coef, config.kl_target, config.kl_horizon, reference=reference)
+        callbacks.append(kl_callback)  # the KL penalty as reward shaping, with the adaptive controller
+    else:
         reference = model.reference if model.reference is not None else ReferenceModel(model.policy)
     history = RolloutHistoryCallback()
     evaluation = TextEvalCallback(

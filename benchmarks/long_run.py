@@ -38,10 +38,9 @@ class Watch(BaseCallback):
 
     def _on_step(self) -> bool:
         self.episodes += int(np.sum(self.locals["dones"]))
-        cache = self.model.policy._rollout_cache["policy"]
-        if cache.kv_mask is not None:
-            self.max_width = max(self.max_width, cache.kv_mask.shape[1])
-            self.max_rows = max(self.max_rows, cache.kv_mask.shape[0])
+        stats = self.model.policy.rollout_caches.stats()
+        self.max_width = max(self.max_width, stats["width"])
+        self.max_rows = max(self.max_rows, stats["rows"])
         return True
 
     def _on_rollout_end(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
 sys.path.insert(0, str(Path(__file__).parent))
 from group_vs_ppo import IterationTimer  # noqa: E402
@@ -36,18 +36,30 @@ from agents import GRPO, CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
 RESULTS = Path(__file__).with_name("precision.json")
 
 
-def first_epoch_ratio(model: Any) -> dict[str, float]:
-    """|ratio - 1| quantiles over one fresh rollout, scored by the update path before any step."""
-    model._setup_learn(1)
-    model.collect_rollouts(model.env, model._init_callback(None), model.rollout_buffer, model.n_steps)
-    deviations = []
-    model.policy.set_training_mode(True)
-    with torch.no_grad():
-        for batch in model.rollout_buffer.get(8 * 48):
-            _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions)
-            deviations.append((torch.exp(log_prob - batch.old_log_prob.flatten()) - 1).abs())
-    values = torch.cat(deviations).double().numpy()
-    return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)} | {"max": float(values.max())}
+class FirstEpochRatio(BaseCallback):
+    """|ratio - 1| of every token of the first rollout, scored by the update path before any optimizer step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deviations: np.ndarray | None = None
+
+    def _on_rollout_end(self) -> None:
+        if self.deviations is not None:
+            return
+        deviations = []
+        with torch.no_grad():
+            for batch in self.model.rollout_buffer.get(8 * 48):
+                _, log_prob, _ = self.model.policy.evaluate_actions(batch.observations, batch.actions)
+                deviations.append((torch.exp(log_prob - batch.old_log_prob.flatten()) - 1).abs())
+        self.deviations = torch.cat(deviations).double().numpy()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def quantiles(self) -> dict[str, float]:
+        assert self.deviations is not None
+        values = self.deviations
+        return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)} | {"max": float(values.max())}
 
 
 def seconds_per_iteration(algorithm: str, spec: Any, compute_dtype: str, iterations: int) -> float:
@@ -84,7 +96,9 @@ def main() -> None:
             CausalLMPolicy, make_env(stop_on_eos=False), group_size=4,
             policy_kwargs=dict(model=spec, compute_dtype=dtype), seed=0,
         )  # fmt: skip
-        results[dtype] = {"first_epoch_abs_ratio_minus_1": first_epoch_ratio(ratio_model)}
+        ratio = FirstEpochRatio()
+        ratio_model.learn(1, callback=ratio)
+        results[dtype] = {"first_epoch_abs_ratio_minus_1": ratio.quantiles()}
         del ratio_model
         for algorithm in ("ppo", "grpo"):
             results[dtype][f"{algorithm}_seconds_per_iteration"] = seconds_per_iteration(

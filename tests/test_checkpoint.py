@@ -39,11 +39,11 @@ def assert_same_training_state(a, b, kl_a, kl_b):
 
 def test_resume_is_exact(tmp_path):
     straight = make_model(make_env())
-    straight_kl = KLPenaltyCallback(kl_coef=0.1, target_kl=0.5, horizon=50)
+    straight_kl = KLPenaltyCallback(kl_coef=0.1, kl_target=0.5, horizon=50)
     straight.learn(2 * N, callback=straight_kl)
 
     first = make_model(make_env())
-    first_kl = KLPenaltyCallback(kl_coef=0.1, target_kl=0.5, horizon=50)
+    first_kl = KLPenaltyCallback(kl_coef=0.1, kl_target=0.5, horizon=50)
     first.learn(N, callback=first_kl)
     save_checkpoint(first, tmp_path / "checkpoint.zip", first_kl)
     del first

@@ -250,3 +250,15 @@ def test_a_prompt_that_encodes_to_nothing_without_bos_is_an_error():
     env = TextGenerationEnv([""], tokenizer, count_a)
     with pytest.raises(ValueError, match="encodes to no token"):
         env.reset(seed=0)
+
+
+def test_fresh_copy_is_an_independent_episode_sharing_the_heavy_parts(char_env):
+    char_env.reset(seed=0, options={"prompt": "The movie"})
+    char_env.step(40)
+    clone = char_env.fresh_copy()
+    assert clone.tokenizer is char_env.tokenizer and clone.reward_model is char_env.reward_model
+    with pytest.raises(RuntimeError, match="before reset"):
+        clone.step(41)
+    clone.reset(options={"prompt": "Plot:"})
+    clone.step(42)
+    assert char_env.completion_ids().tolist() == [40] and clone.completion_ids().tolist() == [42]

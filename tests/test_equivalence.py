@@ -67,11 +67,11 @@ def test_cached_rollout_matches_full_reencoding(overrides):
     with torch.no_grad():
         for obs in observations:
             obs_t = {k: torch.as_tensor(v) for k, v in obs.items()}
-            fast_logits, fast_values = fast._cached_outputs(obs_t, fast._rollout_cache)
-            naive_logits, naive_values = naive._cached_outputs(obs_t, naive._rollout_cache)
+            fast_logits, fast_values = fast.cached_outputs(obs_t, fast.rollout_caches)
+            naive_logits, naive_values = naive.cached_outputs(obs_t, naive.rollout_caches)
             torch.testing.assert_close(fast_logits, naive_logits, **TOLERANCE)
             torch.testing.assert_close(fast_values, naive_values, **TOLERANCE)
-    cache = fast._rollout_cache["policy"]
+    cache = fast.rollout_caches.policy
     assert cache.extended_rows > cache.reencoded_rows  # the cache was used, not bypassed
 
 
@@ -81,7 +81,7 @@ def test_prediction_cache_follows_a_new_batch_size_and_the_rollout_cache_keeps_i
     fast.set_training_mode(False)
     with torch.no_grad():
         for rows in (slice(0, 4), slice(0, 2)):  # e.g. generate_completions with batch_size 4, then 2
-            predict = fast._predict_cache["policy"]
+            predict = fast.prediction_caches.policy
             extended_before = predict.extended_rows
             for obs in observations:
                 obs_t = {k: torch.as_tensor(v[rows]) for k, v in obs.items()}
@@ -90,7 +90,7 @@ def test_prediction_cache_follows_a_new_batch_size_and_the_rollout_cache_keeps_i
             assert predict.batch_size == rows.stop
             assert predict.extended_rows - extended_before > predict.reencoded_rows // 2  # used, not bypassed
 
-        rollout = fast._rollout_cache["policy"]
+        rollout = fast.rollout_caches.policy
         obs_t = {k: torch.as_tensor(v) for k, v in observations[0].items()}
         fast.predict_values(obs_t)  # the rollout's batch of 4 envs
         odd = {k: v[:3] for k, v in obs_t.items()}
@@ -166,7 +166,7 @@ def test_bf16_rollouts_and_updates_stay_close_to_float32_and_to_each_other():
         for obs, action in zip(observations, actions, strict=True):
             obs_t = {k: torch.as_tensor(v) for k, v in obs.items()}
             for name, policy in (("fp32", fp32), ("bf16", bf16)):
-                rollout[name].append(log_probs_of(policy._cached_outputs(obs_t, policy._rollout_cache)[0], action))
+                rollout[name].append(log_probs_of(policy.cached_outputs(obs_t, policy.rollout_caches)[0], action))
         obs = {k: torch.as_tensor(np.concatenate([o[k] for o in observations])) for k in observations[0]}
         act = torch.as_tensor(np.concatenate(actions))
         update_bf16 = bf16.evaluate_actions(obs, act)[1]

@@ -141,18 +141,34 @@ def test_each_group_completes_one_prompt_and_only_complete_episodes_are_stored(v
     assert len(model.ep_info_buffer) == lengths.size
 
 
+class FirstEpochLogProbs(BaseCallback):
+    """At the end of the first rollout (before any update), every stored token's log-probability as the update
+    path recomputes it (one full forward pass per completion), next to the one stored at sampling time."""
+
+    def __init__(self):
+        super().__init__()
+        self.pairs = None
+
+    def _on_rollout_end(self):
+        if self.pairs is None:
+            with torch.no_grad():  # one completion per minibatch
+                batches = list(self.model.rollout_buffer.get(1))
+                self.pairs = [
+                    (self.model.policy.evaluate_actions(b.observations, b.actions)[1], b.old_log_prob) for b in batches
+                ]
+
+    def _on_step(self):
+        return True
+
+
 def test_the_first_epoch_ratio_is_one_for_every_token():
     model = make_grpo(n_envs=4, group_size=2, n_steps=16, batch_size=8)
     eos_prone(model, eos_logit=1.0)
-    model._setup_learn(1)
-    model.collect_rollouts(model.env, model._init_callback(None), model.rollout_buffer, model.n_steps)
-    n_tokens = 0
-    with torch.no_grad():
-        for batch in model.rollout_buffer.get(1):  # one completion per minibatch, no update in between
-            _, log_prob, _ = model.policy.evaluate_actions(batch.observations, batch.actions)
-            torch.testing.assert_close(log_prob, batch.old_log_prob, rtol=0, atol=1e-5)
-            n_tokens += len(log_prob)
-    assert n_tokens == model.rollout_buffer.active.sum()
+    recorder = FirstEpochLogProbs()
+    model.learn(1, callback=recorder)
+    for update_log_prob, sampled_log_prob in recorder.pairs:
+        torch.testing.assert_close(update_log_prob, sampled_log_prob, rtol=0, atol=1e-5)
+    assert sum(len(pair[0]) for pair in recorder.pairs) == model.rollout_buffer.active.sum()
 
 
 def test_all_three_kl_estimates_are_logged_and_the_reward_can_carry_the_penalty(tmp_path):

@@ -18,7 +18,7 @@ from agents import CausalLMPolicy, KLPenaltyCallback, generate_completions
 from text_env.tasks import VOWEL_TASK_PROMPTS
 
 
-def train(kl_coef, steps=4096, target_kl=None, logdir=None, **policy_kwargs):
+def train(kl_coef, steps=4096, kl_target=None, logdir=None, **policy_kwargs):
     env = make_vec_env("text_env/Vowels-v0", n_envs=8, seed=0)
     model = PPO(
         CausalLMPolicy,
@@ -32,7 +32,7 @@ def train(kl_coef, steps=4096, target_kl=None, logdir=None, **policy_kwargs):
     )
     if logdir is not None:
         model.set_logger(configure(str(logdir), ["csv"]))
-    callback = KLPenaltyCallback(kl_coef=kl_coef, target_kl=target_kl)
+    callback = KLPenaltyCallback(kl_coef=kl_coef, kl_target=kl_target)
     model.learn(steps, callback=callback)
     return model, callback
 
@@ -47,12 +47,12 @@ def test_logged_kl_is_non_negative_on_average_and_the_score_is_logged(tmp_path):
     per_token = logged(tmp_path, "kl/per_token")
     assert len(per_token) == 4 and per_token[0] == pytest.approx(0.0, abs=1e-6)  # policy == reference at first
     assert np.mean(per_token) >= 0 and per_token[-1] > 0
-    assert len(logged(tmp_path, "kl/score")) == 4 and logged(tmp_path, "kl/coef") == [0.1] * 4
+    assert len(logged(tmp_path, "rollout/score")) == 4 and logged(tmp_path, "kl/coef") == [0.1] * 4
 
 
 def test_adaptive_coefficient_moves_towards_the_target(tmp_path):
-    _, low_target = train(kl_coef=0.1, steps=2048, target_kl=1e-4)  # KL above target: raise the coefficient
-    _, high_target = train(kl_coef=0.1, steps=2048, target_kl=100.0)  # KL below target: lower it
+    _, low_target = train(kl_coef=0.1, steps=2048, kl_target=1e-4)  # KL above target: raise the coefficient
+    _, high_target = train(kl_coef=0.1, steps=2048, kl_target=100.0)  # KL below target: lower it
     assert low_target.kl_coef > 0.1 > high_target.kl_coef
 
 
@@ -123,3 +123,47 @@ def test_exact_kl_of_generated_completions_matches_a_token_by_token_computation(
     assert len(set(result.num_tokens.tolist())) > 1  # some episodes end early: their KL must stop there
     np.testing.assert_allclose(result.kl, expected, rtol=1e-4, atol=1e-6)
     assert min(expected) > 0.01
+
+
+def test_the_old_target_kl_name_still_works_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="kl_target"):
+        callback = KLPenaltyCallback(kl_coef=0.1, target_kl=3.0)
+    assert callback.kl_target == 3.0
+
+
+def test_the_adaptive_controller_moves_beta_by_the_clipped_error_and_the_fixed_one_does_not():
+    from agents.kl import KLController
+
+    adaptive = KLController(0.1, target=6.0, horizon=100)
+    adaptive.update(kl_per_episode=12.0, n_episodes=10)  # error clipped to +0.2
+    assert adaptive.coef == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+    adaptive.update(kl_per_episode=5.4, n_episodes=50)  # error -0.1
+    assert adaptive.coef == pytest.approx(0.1 * 1.02 * (1 - 0.1 * 0.5))
+    fixed = KLController(0.1)
+    assert fixed.update(100.0, 1000) == 0.1 and not fixed.adaptive
+    assert KLController.from_state_dict(adaptive.state_dict()).coef == adaptive.coef
+    with pytest.raises(ValueError, match="kl_target must be > 0"):
+        KLController(0.1, target=0)
+
+
+def test_reward_shaping_is_the_per_token_log_ratio():
+    from agents.kl import shape_rewards
+
+    rewards = np.array([[0.0, 1.0], [0.5, 0.0]], dtype=np.float32)
+    log_p = np.log(np.array([[0.5, 0.2], [0.9, 0.1]]))
+    log_q = np.log(np.array([[0.25, 0.2], [0.3, 0.4]]))
+    shaped, kl = shape_rewards(rewards, log_p, log_q, coef=2.0)
+    np.testing.assert_allclose(kl, np.log([[2.0, 1.0], [3.0, 0.25]]))
+    np.testing.assert_allclose(shaped, rewards - 2.0 * np.log([[2.0, 1.0], [3.0, 0.25]]), rtol=1e-6)
+    assert shaped.dtype == np.float32
+
+
+def test_a_callback_with_another_models_reference_is_refused():
+    from agents import ReferenceModel
+
+    first, _ = train(kl_coef=0.1, steps=64)
+    callback = KLPenaltyCallback(reference=ReferenceModel(first.policy))
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    second = PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=8, batch_size=8)
+    with pytest.raises(ValueError, match="another model's policy"):
+        second.learn(16, callback=callback)

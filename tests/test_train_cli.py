@@ -21,6 +21,32 @@ def test_help_documents_every_option(capsys):
         assert "--" + name.replace("_", "-") in text, name
 
 
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Any model construction fails: the two transformers entry points every load goes through (by name, by config),
+    patched on the class itself, so no import-by-name can bypass them. No CUDA either."""
+    from transformers import AutoModelForCausalLM
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_model)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", no_model)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+
+
+def test_the_no_model_guard_fires_on_a_load_through_the_policy(no_model_loads):
+    """The guard above catches a deliberately wrong ordering: building the policy (which loads the model through
+    ``agents.policy``'s own import of ``load_causal_lm``) before the options are checked."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    from agents import CausalLMPolicy
+
+    with pytest.raises(AssertionError, match="a model was loaded"):
+        PPO(CausalLMPolicy, gym.make("text_env/Vowels-v0"), policy_kwargs=dict(model=tiny_gpt2_config()))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -34,14 +60,7 @@ def test_help_documents_every_option(capsys):
         (["--kl-in", "logits"], "kl_in must be"),
     ],
 )
-def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, message, capsys, monkeypatch):
-    import agents.models
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(agents.models, "load_causal_lm", no_model)
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, message, capsys, no_model_loads):
     with pytest.raises(SystemExit) as exit_info:
         parse_config(argv)
     assert exit_info.value.code == 2
@@ -50,10 +69,14 @@ def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, mess
 
 def test_yaml_config_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("algorithm: a2c\nlearning_rate: 0.001\ntarget_kl: null\n")
+    path.write_text("algorithm: a2c\nlearning_rate: 0.001\nkl_target: null\n")
     config = parse_config(["--config", str(path), "--learning-rate", "0.002"])
-    assert (config.algorithm, config.learning_rate, config.target_kl) == ("a2c", 0.002, None)
+    assert (config.algorithm, config.learning_rate, config.kl_target) == ("a2c", 0.002, None)
     assert TrainConfig.from_yaml(path).learning_rate == 0.001
+    path.write_text("target_kl: 2.5\n")  # the option's old name
+    with pytest.warns(DeprecationWarning, match="'target_kl' is now 'kl_target'"):
+        assert TrainConfig.from_yaml(path).kl_target == 2.5
+    assert parse_config(["--target-kl", "none"]).kl_target is None
     path.write_text("algorithmm: a2c\n")
     with pytest.raises(ValueError, match="unknown options"):
         TrainConfig.from_yaml(path)

@@ -17,11 +17,11 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from text_env.atomic import atomic_directory
 
 #: Name of the embedded default model (and its tokenizer).
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -70,18 +70,7 @@ def cached_conversion(target: Path, convert: Callable[[Path], None]) -> Path:
     """
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
-        convert(staging)
-        try:
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():  # not a lost race with another process: a real error
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return atomic_directory(target, convert, replace=False)
 
 
 def _convert_embedded(directory: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import operator
 import warnings
 from typing import Any, SupportsFloat
@@ -317,6 +318,15 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             "started": self._started,
             "np_random": self.np_random.bit_generator.state,
         }
+
+    def fresh_copy(self) -> TextGenerationEnv:
+        """An independent environment for a separate episode, sharing this one's prompts, tokenizer and reward
+        model (cheap: no tokenizer or reward model is rebuilt). Call :meth:`reset` on it before stepping."""
+        clone = copy.copy(self)
+        clone._input_ids = self._input_ids.copy()
+        clone._attention_mask = self._attention_mask.copy()
+        clone._done, clone._started = True, False
+        return clone
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`get_state` of an environment with the same settings."""
