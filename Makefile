@@ -30,7 +30,9 @@ bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py $(BENCH_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check text_env agents tests examples
+	$(VENV)/bin/ruff check text_env agents tests examples benchmarks
+	$(VENV)/bin/ruff format --check text_env agents tests examples benchmarks
+	$(VENV)/bin/mypy
 
 long-run: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/long_run.py

@@ -44,7 +44,6 @@ class _EpisodeMinibatches:
     full: bool
     generator_ready: bool
     episode_starts: np.ndarray
-    observations: dict[str, np.ndarray]
     #: The arrays the stock ``get()`` flattens (agents.sb3_contract, item 3).
     flattened: tuple[str, ...] = FLATTENED
 
@@ -53,8 +52,9 @@ class _EpisodeMinibatches:
         ``_get_samples`` indexes them; ``episode_starts`` and ``rewards`` keep their ``(n_steps, n_envs)`` shape."""
         if self.generator_ready:
             return
-        for key, obs in self.observations.items():
-            self.observations[key] = self.swap_and_flatten(obs)  # type: ignore[attr-defined]
+        observations: dict[str, np.ndarray] = getattr(self, "observations")  # noqa: B009  (Dict buffers' attribute)
+        for key, obs in observations.items():
+            observations[key] = self.swap_and_flatten(obs)  # type: ignore[attr-defined]
         for name in self.flattened:
             setattr(self, name, self.swap_and_flatten(getattr(self, name)))  # type: ignore[attr-defined]
         self.generator_ready = True

@@ -129,7 +129,9 @@ class KLPenaltyCallback(BaseCallback):
             buffer.rewards, buffer.log_probs, reference.reshape(n_envs, n_steps).T, self.kl_coef
         )  # (S, E) each
         with torch.no_grad():  # the bootstrap value of the last observation (MaskablePPO's locals lack it)
-            last_values = self.model.policy.predict_values(obs_as_tensor(self.locals["new_obs"], self.model.device))
+            policy = self.model.policy
+            assert isinstance(policy, CausalLMPolicyBase)
+            last_values = policy.predict_values(obs_as_tensor(self.locals["new_obs"], self.model.device))
         buffer.compute_returns_and_advantage(last_values=last_values, dones=self.locals["dones"])
 
         finished = []

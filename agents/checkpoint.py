@@ -24,6 +24,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.callbacks import KLPenaltyCallback
+from agents.policy import CausalLMPolicyBase
 from text_env.atomic import atomic_file
 
 
@@ -54,11 +55,11 @@ def save_checkpoint(
         resume_state["env_states"] = env.env_method("get_state")
     if kl_callback is not None:
         resume_state["kl"] = kl_callback.state_dict()
-    model.resume_state = resume_state  # type: ignore[attr-defined]  (agents/sb3_contract.py, item 6)
+    setattr(model, "resume_state", resume_state)  # noqa: B010  # saved with the model (sb3_contract, item 6)
     try:
         return atomic_file(target, lambda staging: model.save(staging, include=["resume_state"]))
     finally:
-        del model.resume_state  # type: ignore[attr-defined]
+        delattr(model, "resume_state")
 
 
 def load_checkpoint(
@@ -68,24 +69,27 @@ def load_checkpoint(
     environments' episodes, the random generators and the KL controller. Returns the model and the KL callback to
     pass to ``learn(..., reset_num_timesteps=False)`` (``None`` if the run had none)."""
     # force_reset=False keeps the saved last observation; the envs get the matching episodes below.
-    model = algorithm.load(path, env=env, force_reset=False, **load_kwargs)
+    model = algorithm.load(str(path), env=env, force_reset=False, **load_kwargs)
     state = getattr(model, "resume_state", None)
     if state is None:
         raise ValueError(f"{path} is a plain SB3 save without resume state: write it with save_checkpoint().")
-    if env is not None and "env_states" in state:
-        model.get_env().reset()  # arms wrappers such as Monitor; the episodes are then overwritten
-        if len(state["env_states"]) != model.get_env().num_envs:
+    venv = model.get_env()
+    if venv is not None and "env_states" in state:
+        venv.reset()  # arms wrappers such as Monitor; the episodes are then overwritten
+        if len(state["env_states"]) != venv.num_envs:
             raise ValueError(
                 f"The checkpoint holds {len(state['env_states'])} environments but the env has "
-                f"{model.get_env().num_envs}: resume with the same number of envs."
+                f"{venv.num_envs}: resume with the same number of envs."
             )
         for index, env_state in enumerate(state["env_states"]):
-            model.get_env().env_method("set_state", env_state, indices=index)
+            venv.env_method("set_state", env_state, indices=index)
     kl_callback = None
     if "kl" in state:
-        kl_callback = KLPenaltyCallback.from_state_dict(state["kl"], model.policy)
+        policy = model.policy
+        assert isinstance(policy, CausalLMPolicyBase), "a checkpoint with a KL state has an LM policy"
+        kl_callback = KLPenaltyCallback.from_state_dict(state["kl"], policy)
     _set_rng_state(state["rng"])
-    del model.resume_state  # type: ignore[attr-defined]
+    delattr(model, "resume_state")
     return model, kl_callback
 
 

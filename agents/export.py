@@ -48,7 +48,7 @@ def export_pretrained(model_or_policy: Any, directory: str | os.PathLike[str], t
         tokenizer = spec
     tokenizer = resolve_tokenizer(tokenizer)
     if hasattr(lm, "merge_and_unload"):  # peft: fold the adapters into a copy of the weights
-        lm = copy.deepcopy(lm).merge_and_unload()
+        lm = copy.deepcopy(lm).merge_and_unload()  # type: ignore[operator]  # a peft model's method
     lm = unwrap_peft(lm)
     if not isinstance(lm, PreTrainedModel):
         raise TypeError(f"Cannot export {type(lm).__name__}: it is not a transformers PreTrainedModel.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import gymnasium as gym
 import numpy as np
@@ -74,8 +74,8 @@ def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> np.ndarray:
         # Episode-major rows (b, t) -> b * T + t, so that each episode's steps share one forward pass.
         obs = {key: torch.stack([s.obs[key][episodes] for s in steps], 1).flatten(0, 1) for key in steps[0].obs}
         actions = torch.stack([s.actions[episodes] for s in steps], 1).flatten()  # (b*T,)
-        masks = None if steps[0].masks is None else np.stack([s.masks[episodes] for s in steps], 1)  # (b, T, V)
-        masks = None if masks is None else masks.reshape(-1, masks.shape[-1])  # (b*T, V)
+        step_masks = [s.masks[episodes] for s in steps if s.masks is not None]  # T x (b, V), or none
+        masks = np.stack(step_masks, 1).reshape(-1, step_masks[0].shape[-1]) if step_masks else None  # (b*T, V)
         log_p = torch.log_softmax(torch.stack([s.logits[episodes] for s in steps], 1).flatten(0, 1), -1)  # (b*T, V)
         log_q = torch.log_softmax(reference.logits(obs, actions, masks), -1)  # (b*T, V)
         token_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (b*T,) masked tokens: 0 * inf -> 0
@@ -107,7 +107,9 @@ def generate_completions(
     masked = isinstance(policy, MaskableCausalLMPolicy)
     policy.set_training_mode(False)
     completions: list[str] = []
-    scores, kls, lengths = [], [], []
+    scores: list[np.ndarray] = []
+    kls: list[np.ndarray] = []
+    lengths: list[int] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
         envs = [base.fresh_copy() for _ in chunk]
@@ -116,7 +118,8 @@ def generate_completions(
         chunk_scores = np.zeros(len(chunk))
         steps: list[_Step] = []
         while not done.all():
-            obs = obs_as_tensor({k: np.stack([o[k] for o in observations]) for k in observations[0]}, policy.device)  # type: ignore[attr-defined]
+            batch = {k: np.stack([o[k] for o in observations]) for k in observations[0]}  # (B, L) each
+            obs = cast(dict[str, torch.Tensor], obs_as_tensor(batch, policy.device))  # type: ignore[attr-defined]
             masks = np.stack([e.action_masks() for e in envs]) if masked else None
             logits = policy.next_token_logits(obs, masks)  # (B, V)
             if deterministic:

@@ -13,6 +13,7 @@ wider than the longest context.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
@@ -20,6 +21,20 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from agents.sequences import context_bounds, position_ids_from_mask
+
+
+@dataclass
+class _CachedRows:
+    """The state of a :class:`RowKVCache` after a call: all present together, or no state at all."""
+
+    cache: DynamicCache  # keys and values, (B, heads, W, d) per layer
+    kv_mask: torch.Tensor  # (B, W) 1 on cached real tokens
+    input_ids: torch.Tensor  # (B, L) last observation seen
+    attention_mask: torch.Tensor  # (B, L)
+    hidden: torch.Tensor  # (B, H) output of the last call
+    last: torch.Tensor  # (B,) last real index in the observation
+    length: torch.Tensor  # (B,) number of real tokens
+    span: torch.Tensor  # (B,) cache columns from the row's first real token to the end
 
 
 class RowKVCache:
@@ -35,35 +50,32 @@ class RowKVCache:
 
     def clear(self) -> None:
         """Forget everything (call it whenever the trunk's parameters change)."""
-        self.cache: DynamicCache | None = None
-        self.kv_mask: torch.Tensor | None = None  # (B, W) 1 on cached real tokens
-        self.input_ids: torch.Tensor | None = None  # (B, L) last observation seen
-        self.attention_mask: torch.Tensor | None = None  # (B, L)
-        self.hidden: torch.Tensor | None = None  # (B, H) output of the last call
-        self.last: torch.Tensor | None = None  # (B,) last real index in the observation
-        self.length: torch.Tensor | None = None  # (B,) number of real tokens
-        self.span: torch.Tensor | None = None  # (B,) cache columns from the row's first real token to the end
+        self.state: _CachedRows | None = None
         self.reencoded_rows = 0  # statistics: rows encoded from scratch
         self.extended_rows = 0  # statistics: rows advanced by one cached token
 
     @property
     def batch_size(self) -> int | None:
-        return None if self.input_ids is None else int(self.input_ids.shape[0])
+        return None if self.state is None else int(self.state.input_ids.shape[0])
+
+    @property
+    def kv_mask(self) -> torch.Tensor | None:
+        """``(B, W)`` 1 on cached real tokens, or None when empty."""
+        return None if self.state is None else self.state.kv_mask
 
     @torch.no_grad()
     def step(self, trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         ids = input_ids.long()  # (B, L)
         mask = attention_mask.long()  # (B, L)
         _, last, length = context_bounds(mask)
-        if self.cache is None or self.input_ids is None or ids.shape != self.input_ids.shape:
+        state = self.state
+        if state is None or ids.shape != state.input_ids.shape:
             return self._encode_all(trunk, ids, mask, last, length)
-        assert self.attention_mask is not None and self.last is not None and self.length is not None
-        unchanged = (ids == self.input_ids).all(1) & (mask == self.attention_mask).all(1)  # (B,)
+        unchanged = (ids == state.input_ids).all(1) & (mask == state.attention_mask).all(1)  # (B,)
         if bool(unchanged.all()):
-            assert self.hidden is not None
-            return self.hidden
-        old_tokens_kept = ((self.attention_mask == 0) | ((mask == 1) & (ids == self.input_ids))).all(1)  # (B,)
-        extends = old_tokens_kept & (length == self.length + 1) & (last == self.last + 1)  # (B,)
+            return state.hidden
+        old_tokens_kept = ((state.attention_mask == 0) | ((mask == 1) & (ids == state.input_ids))).all(1)  # (B,)
+        extends = old_tokens_kept & (length == state.length + 1) & (last == state.last + 1)  # (B,)
         if not bool(extends.any()):
             return self._encode_all(trunk, ids, mask, last, length)
 
@@ -71,24 +83,23 @@ class RowKVCache:
         # (e.g. finished episodes in a batch); garbage for the other rows, which are re-encoded below.
         rows = torch.arange(ids.shape[0], device=ids.device)
         new_token = ids[rows, last].unsqueeze(1)  # (B, 1)
-        assert self.kv_mask is not None and self.hidden is not None and self.span is not None
-        kv_mask = torch.cat([self.kv_mask, extends.long().unsqueeze(1)], 1)  # (B, W+1)
+        kv_mask = torch.cat([state.kv_mask, extends.long().unsqueeze(1)], 1)  # (B, W+1)
         out = trunk(
             input_ids=new_token,
             attention_mask=kv_mask,
-            position_ids=self.length.unsqueeze(1),  # (B, 1) the new token's position along the run
-            past_key_values=self.cache,
+            position_ids=state.length.unsqueeze(1),  # (B, 1) the new token's position along the run
+            past_key_values=state.cache,
             use_cache=True,
         )
-        hidden = torch.where(extends.unsqueeze(1), out.last_hidden_state[:, -1], self.hidden)  # (B, H)
-        self.cache, self.kv_mask = out.past_key_values, kv_mask
-        span = self.span + 1
+        hidden = torch.where(extends.unsqueeze(1), out.last_hidden_state[:, -1], state.hidden)  # (B, H)
+        state.cache, state.kv_mask = out.past_key_values, kv_mask
+        span = state.span + 1
         self.extended_rows += int(extends.sum())
         redo = (~(extends | unchanged)).nonzero().flatten()  # (R,)
         if redo.numel():
-            hidden[redo] = self._splice_rows(trunk, ids, mask, last, length, redo)
+            hidden[redo] = self._splice_rows(state, trunk, ids, mask, last, length, redo)
             span[redo] = length[redo]
-        self._remember(ids, mask, last, length, hidden, span)
+        self._remember(state.cache, state.kv_mask, ids, mask, last, length, hidden, span)
         self._crop()
         return hidden
 
@@ -122,13 +133,14 @@ class RowKVCache:
     def _encode_all(
         self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor
     ) -> torch.Tensor:
-        self.cache, self.kv_mask, hidden = self._encode(trunk, ids, mask, last, length)
+        cache, kv_mask, hidden = self._encode(trunk, ids, mask, last, length)
         self.reencoded_rows += int(ids.shape[0])
-        self._remember(ids, mask, last, length, hidden, length.clone())
+        self._remember(cache, kv_mask, ids, mask, last, length, hidden, length.clone())
         return hidden
 
     def _splice_rows(
         self,
+        state: _CachedRows,
         trunk: nn.Module,
         ids: torch.Tensor,
         mask: torch.Tensor,
@@ -137,26 +149,29 @@ class RowKVCache:
         rows: torch.Tensor,
     ) -> torch.Tensor:
         """Re-encode ``rows`` alone and write their keys and values into the shared cache."""
-        assert self.cache is not None and self.kv_mask is not None
         cache, run_mask, hidden = self._encode(trunk, ids[rows], mask[rows], last[rows], length[rows])
-        width, run_width = self.kv_mask.shape[1], run_mask.shape[1]
+        width, run_width = state.kv_mask.shape[1], run_mask.shape[1]
         if run_width > width:  # widen the shared cache on the left
             grow = run_width - width
-            for layer in self.cache.layers:
-                layer.keys = _left_pad(layer.keys, grow)
-                layer.values = _left_pad(layer.values, grow)
-            self.kv_mask = _left_pad(self.kv_mask, grow, dim=1)
+            for layer in _layers(state.cache):
+                keys, values = _keys_values(layer)
+                layer.keys, layer.values = _left_pad(keys, grow), _left_pad(values, grow)
+            state.kv_mask = _left_pad(state.kv_mask, grow, dim=1)
             width = run_width
         pad = width - run_width
-        for shared, fresh in zip(self.cache.layers, cache.layers, strict=True):
-            shared.keys[rows] = _left_pad(fresh.keys, pad)  # (R, heads, W, d)
-            shared.values[rows] = _left_pad(fresh.values, pad)
-        self.kv_mask[rows] = _left_pad(run_mask, pad, dim=1)
+        for shared, fresh in zip(_layers(state.cache), _layers(cache), strict=True):
+            shared_keys, shared_values = _keys_values(shared)
+            fresh_keys, fresh_values = _keys_values(fresh)
+            shared_keys[rows] = _left_pad(fresh_keys, pad)  # (R, heads, W, d)
+            shared_values[rows] = _left_pad(fresh_values, pad)
+        state.kv_mask[rows] = _left_pad(run_mask, pad, dim=1)
         self.reencoded_rows += int(rows.numel())
         return hidden
 
     def _remember(
         self,
+        cache: DynamicCache,
+        kv_mask: torch.Tensor,
         ids: torch.Tensor,
         mask: torch.Tensor,
         last: torch.Tensor,
@@ -164,19 +179,31 @@ class RowKVCache:
         hidden: torch.Tensor,
         span: torch.Tensor,
     ) -> None:
-        # Copies: callers may reuse their observation buffers in place.
-        self.input_ids, self.attention_mask = ids.clone(), mask.clone()
-        self.last, self.length, self.hidden, self.span = last, length, hidden, span
+        # Copies of the observation: callers may reuse their buffers in place.
+        self.state = _CachedRows(cache, kv_mask, ids.clone(), mask.clone(), hidden, last, length, span)
 
     def _crop(self) -> None:
         """Drop leading columns that are padding in every row."""
-        assert self.cache is not None and self.kv_mask is not None and self.span is not None
-        extra = self.kv_mask.shape[1] - int(self.span.max())
+        state = self.state
+        assert state is not None
+        extra = state.kv_mask.shape[1] - int(state.span.max())
         if extra > 0:
-            for layer in self.cache.layers:
-                layer.keys = layer.keys[:, :, extra:]
-                layer.values = layer.values[:, :, extra:]
-            self.kv_mask = self.kv_mask[:, extra:]
+            for layer in _layers(state.cache):
+                keys, values = _keys_values(layer)
+                layer.keys, layer.values = keys[:, :, extra:], values[:, :, extra:]
+            state.kv_mask = state.kv_mask[:, extra:]
+
+
+def _layers(cache: DynamicCache) -> list[DynamicLayer]:
+    """The cache's layers, all full-attention ``DynamicLayer`` (checked when the cache is made, in ``_encode``)."""
+    return cast(list[DynamicLayer], cache.layers)
+
+
+def _keys_values(layer: DynamicLayer) -> tuple[torch.Tensor, torch.Tensor]:
+    """A filled layer's keys and values, each ``(B, heads, W, d)``."""
+    keys, values = layer.keys, layer.values
+    assert keys is not None and values is not None, "an empty KV-cache layer"
+    return keys, values
 
 
 def _left_pad(tensor: torch.Tensor, amount: int, dim: int = 2) -> torch.Tensor:

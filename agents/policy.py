@@ -26,7 +26,7 @@ from gymnasium import spaces
 from sb3_contrib.common.maskable.distributions import MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -132,10 +132,10 @@ class CausalLMPolicyBase:
         False evaluates each transition on its own: the naive path, kept for benchmarks and equivalence tests.
     """
 
-    # Attributes set by the SB3 base classes.
-    observation_space: spaces.Dict
-    action_space: spaces.Discrete
+    # Attributes set by the SB3 base classes, and the model specs (plain attributes, set in _store_lm_settings).
     action_dist: Any
+    model_spec: ModelSpec
+    value_model_spec: ModelSpec | None
     optimizer: torch.optim.Optimizer
     optimizer_class: type[torch.optim.Optimizer]
     optimizer_kwargs: dict[str, Any]
@@ -158,13 +158,13 @@ class CausalLMPolicyBase:
         optimizer_kwargs: dict[str, Any] | None = None,
         **sb3_kwargs: Any,
     ) -> None:
-        self._check_spaces(observation_space, action_space)
+        self.observation_length, self.action_count = self._check_spaces(observation_space, action_space)
         self._store_lm_settings(
             model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes, value_head, compute_dtype
         )
         # No MLP extractor and no orthogonal re-initialisation: _build below keeps the pretrained weights.
         sb3_kwargs.update(ortho_init=False, net_arch=[])
-        super().__init__(  # ActorCriticPolicy or MaskableActorCriticPolicy, which calls _build
+        super().__init__(  # type: ignore[call-arg]  # ActorCriticPolicy or MaskableActorCriticPolicy: calls _build
             observation_space,
             action_space,
             lr_schedule,
@@ -212,7 +212,8 @@ class CausalLMPolicyBase:
         self.compute_dtype = compute_dtype
 
     @staticmethod
-    def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> tuple[int, int]:
+        """The observation length and the number of actions (token ids), or a clear error for non-text spaces."""
         if not isinstance(observation_space, spaces.Dict) or set(OBS_KEYS) - set(observation_space.spaces):
             raise TypeError(
                 f"CausalLMPolicy needs a Dict observation space with {OBS_KEYS} (a TextGenerationEnv), "
@@ -220,6 +221,7 @@ class CausalLMPolicyBase:
             )
         if not isinstance(action_space, spaces.Discrete):
             raise TypeError(f"CausalLMPolicy needs a Discrete action space (token ids), got {action_space}.")
+        return int(observation_space["input_ids"].shape[0]), int(action_space.n)  # type: ignore[index]
 
     # ------------------------------------------------------------------ construction
     def _build(self, lr_schedule: Schedule) -> None:
@@ -228,12 +230,12 @@ class CausalLMPolicyBase:
         Replaces ActorCriticPolicy's MLP extractor, action net and orthogonal initialisation, which would
         otherwise re-initialise or bypass the pretrained weights.
         """
-        lm = load_causal_lm(self.model_spec, **self.model_kwargs)
+        lm: nn.Module = load_causal_lm(self.model_spec, **self.model_kwargs)
         vocab = output_vocab_size(lm)
-        if vocab != int(self.action_space.n):
+        if vocab != self.action_count:
             raise ValueError(
                 f"The model's vocabulary has {vocab} tokens but the environment's action space has "
-                f"{int(self.action_space.n)}: make the env with vocab_size={vocab} (the model's embedding size) "
+                f"{self.action_count}: make the env with vocab_size={vocab} (the model's embedding size) "
                 "and the model's own tokenizer."
             )
         if self.lora is not None:
@@ -283,7 +285,7 @@ class CausalLMPolicyBase:
     # ------------------------------------------------------------------ modes and caches
     def train(self, mode: bool = True) -> Any:
         """Switch train/eval mode while the LMs stay in eval mode: dropout off, so PPO's ratio starts at 1."""
-        nn.Module.train(self, mode)  # type: ignore[arg-type]
+        nn.Module.train(self, mode)  # type: ignore[arg-type, type-var]
         self.lm.eval()
         if self.value_lm is not None:
             self.value_lm.eval()
@@ -307,7 +309,7 @@ class CausalLMPolicyBase:
     # ------------------------------------------------------------------ core computations
     def obs_tokens(self, obs: PyTorchObs) -> tuple[torch.Tensor, torch.Tensor]:
         """``input_ids`` and ``attention_mask`` as long tensors ``(B, L)``, checked against the observation space."""
-        return observation_tokens(obs, self.observation_space["input_ids"].shape[0])  # type: ignore[index]
+        return observation_tokens(obs, self.observation_length)
 
     def _head_outputs(
         self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor
@@ -315,7 +317,7 @@ class CausalLMPolicyBase:
         """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` (zeros without a value head) from last hidden
         states ``(B, H)``."""
         # Heads in the weights' dtype (float32 unless the model was loaded otherwise), outside any autocast.
-        logits = self.lm_head(policy_hidden.to(self.lm_head.weight.dtype)).float() / self.temperature  # (B, V)
+        logits = self.lm_head(policy_hidden.to(model_dtype(self.lm_head))).float() / self.temperature  # (B, V)
         if self.value_head is None:
             return logits, logits.new_zeros(logits.shape[0], 1)
         values = self.value_head(value_hidden.to(self.value_head.weight.dtype)).float()  # (B, 1)
@@ -430,7 +432,7 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
         return self._distribution(logits, action_masks).get_actions(deterministic=deterministic)
 
 
-def lm_policy_class_for(algorithm: str | type) -> type[CausalLMPolicyBase]:
+def lm_policy_class_for(algorithm: str | type) -> type[BasePolicy]:
     """Deprecated: use ``agents.registry.get_algorithm(name).policy_class``."""
     import warnings
 

@@ -18,7 +18,7 @@ import torch
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from agents.models import ModelSpec, load_causal_lm, trunk_and_head
+from agents.models import ModelSpec, load_causal_lm, model_dtype, trunk_and_head
 from agents.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits
 
 
@@ -83,7 +83,7 @@ class ReferenceModel:
                 rows = slice(start, start + self.chunk_rows)
                 chunk_actions = None if action_rows is None else action_rows[rows]
                 (hidden,) = last_token_hidden([self.trunk], ids[rows], mask[rows], chunk_actions)  # (b, H)
-                hidden = hidden.to(self.head.weight.dtype)  # the head outside autocast, in float32
+                hidden = hidden.to(model_dtype(self.head))  # the head outside autocast, in its weights' dtype
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
                     chunks.append(self.head(hidden).float() / self.policy.temperature)  # (b, V)
         return mask_logits(torch.cat(chunks), action_masks)  # (B, V)

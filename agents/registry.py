@@ -1,7 +1,7 @@
 """The one algorithm registry: an algorithm's name -> its class, LM policy class, rollout buffer and fixed settings.
 
-The command line (``agents.train``), the comparison (``agents.compare``) and the tests build algorithms from here;
-adding an algorithm is one entry in :data:`ALGORITHMS`.
+The command line (``agents.cli.train``), the comparison (``agents.cli.compare``) and the tests build algorithms
+from here; adding an algorithm is one entry in :data:`ALGORITHMS`.
 
     from agents.registry import make_algorithm
     model = make_algorithm("rloo", env, policy_kwargs=dict(model=...), group_size=4, learning_rate=1e-5)
@@ -17,10 +17,11 @@ from typing import Any
 from sb3_contrib import TRPO, MaskablePPO
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import BasePolicy
 
 from agents.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
 from agents.grpo import GRPO
-from agents.policy import CausalLMPolicy, CausalLMPolicyBase, MaskableCausalLMPolicy
+from agents.policy import CausalLMPolicy, MaskableCausalLMPolicy
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class AlgorithmSpec:
     """
 
     algorithm_class: type[BaseAlgorithm]
-    policy_class: type[CausalLMPolicyBase]
+    policy_class: type[BasePolicy]  # CausalLMPolicy or MaskableCausalLMPolicy
     rollout_buffer_class: type | None
     critic: bool
     summary: str

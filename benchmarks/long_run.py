@@ -18,7 +18,7 @@ from stable_baselines3.common.env_util import make_vec_env
 
 import text_env  # noqa: F401
 from agents import CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
-from agents.compare import tiny_lm_config
+from agents.cli.compare import tiny_lm_config
 
 
 def rss_mib() -> float:

@@ -41,21 +41,10 @@ RESULTS = Path(__file__).with_name("results.json")
 
 
 def tiny_config() -> Any:
-    from transformers import LlamaConfig
+    """A small Llama (same architecture family as SmolLM2) over SmolLM2's vocabulary, randomly initialised."""
+    from agents.testing import tiny_llama_config
 
-    # A small Llama (same architecture family as SmolLM2) over SmolLM2's vocabulary, randomly initialised.
-    return LlamaConfig(
-        vocab_size=49152,
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-    )
+    return tiny_llama_config()
 
 
 def make_env(stop_on_eos: bool = False) -> Any:

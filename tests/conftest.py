@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import text_env  # noqa: F401  (registers the envs)
+from agents.testing import tiny_gpt2_config  # noqa: F401  (tests import it from here)
 from text_env import TextGenerationEnv
 
 SHORT_PROMPTS = ["The movie", "A film about", "I watched", "Plot:"]
@@ -24,17 +25,6 @@ def count_a(prompts, completions):
 @pytest.fixture
 def char_env() -> TextGenerationEnv:
     return TextGenerationEnv(SHORT_PROMPTS, "char", count_a, max_prompt_tokens=16, max_new_tokens=6)
-
-
-def tiny_gpt2_config(vocab_size: int = 100, **overrides):
-    """A 2-layer GPT-2 config small enough for CPU tests in seconds."""
-    from transformers import GPT2Config
-
-    settings = dict(
-        vocab_size=vocab_size, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=2, eos_token_id=1
-    )
-    settings.update(overrides)
-    return GPT2Config(**settings)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 from conftest import tiny_gpt2_config
 from transformers import AutoModelForCausalLM
 
-from agents.config import TrainConfig, build_parser, parse_config
-from agents.train import main
+from agents.cli.config import TrainConfig, build_parser, parse_config
+from agents.cli.train import main
 
 
 def test_help_documents_every_option(capsys):
@@ -97,5 +97,5 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
     assert summary["algorithm"] == algorithm
     assert (run / "training.png").stat().st_size > 1000
-    assert (run / "model" / "config.json").is_file() and (run / "history.csv").is_file()
+    assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2

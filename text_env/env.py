@@ -133,10 +133,10 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
         self.seq_len = max_prompt_tokens + max_new_tokens
         token_box = spaces.Box(low=0, high=self.vocab_size - 1, shape=(self.seq_len,), dtype=np.int64)
-        self.observation_space = spaces.Dict(
+        self.observation_space = spaces.Dict(  # type: ignore[assignment]  # narrower than Env's annotation
             {"input_ids": token_box, "attention_mask": spaces.Box(0, 1, shape=(self.seq_len,), dtype=np.int64)}
         )
-        self.action_space = spaces.Discrete(self.vocab_size)
+        self.action_space = spaces.Discrete(self.vocab_size)  # type: ignore[assignment]  # Discrete[int64]
         self._action_mask = self._build_action_mask(allowed_token_ids)
 
         self._input_ids = np.full(self.seq_len, self.pad_token_id, dtype=np.int64)
@@ -271,7 +271,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     def completion_text(self) -> str:
         """The completion so far, decoded with special tokens skipped."""
-        return self.tokenizer.decode(self.completion_ids().tolist(), skip_special_tokens=True)
+        return str(self.tokenizer.decode(self.completion_ids().tolist(), skip_special_tokens=True))
 
     def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         if not self._started:

@@ -1,0 +1,227 @@
+"""The main job: fine-tune a causal LM with RL on a text_env task, evaluate it on held-out prompts, export it.
+
+    python -m agents.train                      # PPO + KL penalty, SmolLM2-135M-Instruct, PositiveReview-v0
+    python -m agents.train --budget-minutes 5 --algorithm a2c --lora-r 8
+    python -m agents.train --config my.yaml --help
+
+Steps: check the options (before loading any model) -> build the vectorized env and the algorithm with a
+CausalLMPolicy -> evaluate on held-out prompts -> train under a wall-clock budget with the KL penalty, evaluating
+every few rollouts -> evaluate again -> write ``runs/<name>/``: ``model/`` (loadable with ``from_pretrained``),
+``training.png`` (score and KL over training), ``summary.json``, ``config.yaml``, ``logs/`` (SB3's logger: every
+metric of every rollout in ``progress.csv``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from agents.cli.config import TrainConfig, parse_config
+
+#: Extra ``gymnasium.make`` kwargs that give a task's held-out prompts.
+HELD_OUT_KWARGS: dict[str, dict[str, Any]] = {"text_env/PositiveReview-v0": {"split": "test"}}
+
+
+#: TrainConfig fields that are algorithm constructor arguments: each algorithm gets those its constructor takes.
+ALGORITHM_SETTINGS = (
+    "learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range", "clip_range_high",
+    "ent_coef", "vf_coef", "max_grad_norm", "group_size", "kl_estimator", "kl_in",
+)  # fmt: skip
+
+
+def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
+    """The algorithm with the LM policy, from the config, through :func:`agents.registry.make_algorithm`.
+
+    Critic-free algorithms also take ``kl_coef`` (their KL term); the critic-based ones get the KL penalty from
+    :class:`~agents.KLPenaltyCallback` in :func:`run`.
+
+    :param model: a model spec (e.g. a ``PretrainedConfig``) used instead of ``config.model``.
+    """
+    from agents.registry import applicable, get_algorithm, make_algorithm
+
+    policy_kwargs: dict[str, Any] = dict(
+        model=config.model if model is None else model,
+        temperature=config.temperature,
+        compute_dtype=config.compute_dtype,
+    )
+    if config.lora_r > 0:
+        policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
+    settings = {name: getattr(config, name) for name in ALGORITHM_SETTINGS}
+    if not get_algorithm(config.algorithm).critic:
+        settings["kl_coef"] = config.kl_coef
+    return make_algorithm(
+        config.algorithm,
+        env,
+        policy_kwargs=policy_kwargs,
+        seed=config.seed,
+        device=config.device,
+        verbose=0,
+        **applicable(config.algorithm, settings),
+    )
+
+
+def plot_training(path: Any, kl_history: list[dict[str, float]], eval_history: list[dict[str, float]]) -> None:
+    """Two panels against environment steps: reward-model score (training rollouts and held-out evaluations) and
+    KL to the reference per episode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (score_ax, kl_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = [r for r in kl_history if "score" in r]
+    score_ax.plot([r["timesteps"] for r in rows], [r["score"] for r in rows], label="training rollouts", alpha=0.7)
+    score_ax.plot([r["timesteps"] for r in eval_history], [r["score"] for r in eval_history], "o-", label="held-out")
+    score_ax.set(xlabel="environment steps (tokens)", ylabel="mean reward-model score", title="Reward")
+    score_ax.legend()
+    rows = [r for r in kl_history if "kl_per_episode" in r]
+    kl_ax.plot([r["timesteps"] for r in rows], [r["kl_per_episode"] for r in rows], label="training (sampled)")
+    evals = [r for r in eval_history if "kl" in r]
+    kl_ax.plot([r["timesteps"] for r in evals], [r["kl"] for r in evals], "o-", label="held-out (exact)")
+    kl_ax.set(xlabel="environment steps (tokens)", ylabel="KL(pi || pi_ref) per episode", title="KL to reference")
+    kl_ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`setup` builds and :func:`learn` and :func:`write_outputs` use."""
+
+    config: TrainConfig
+    model: Any  # the SB3 algorithm
+    eval_env: Any
+    prompts: list[str]  # distinct held-out prompts
+    callbacks: list[Any]  # KL penalty (critic-based algorithms) or nothing, then the three below
+    history: Any  # RolloutHistoryCallback
+    evaluation: Any  # TextEvalCallback
+    budget: Any  # TimeBudgetCallback
+    started: float  # time.monotonic() at the start of setup
+
+
+def setup(config: TrainConfig) -> TrainingRun:
+    """Build the envs, the algorithm with the LM policy, its logger, one reference and the callbacks."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+
+    import text_env  # noqa: F401  (registers the ids)
+    from agents import KLPenaltyCallback, ReferenceModel
+    from agents.callbacks import RolloutHistoryCallback, TimeBudgetCallback
+    from agents.evaluation import TextEvalCallback
+    from agents.registry import get_algorithm
+
+    started = time.monotonic()
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({config.n_envs} envs, {config.device})")
+    env = make_vec_env(config.env_id, n_envs=config.n_envs, seed=config.seed)
+    eval_env = gym.make(config.env_id, **HELD_OUT_KWARGS.get(config.env_id, {}))
+    prompts = list(eval_env.unwrapped.prompts[: config.eval_prompts or None])  # type: ignore[attr-defined]
+    model = build_model(config, env)
+    formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
+    model.set_logger(configure(str(config.tensorboard_log or config.run_dir / "logs"), formats))
+
+    # One reference (the initial policy; with LoRA the same model with adapters off), shared by the KL term and the
+    # evaluation. The group algorithms hold their own KL term and reference.
+    callbacks: list[Any] = []
+    if get_algorithm(config.algorithm).critic:
+        reference = ReferenceModel(model.policy)
+        callbacks.append(KLPenaltyCallback(config.kl_coef, config.kl_target, config.kl_horizon, reference=reference))
+    else:
+        reference = model.reference if model.reference is not None else ReferenceModel(model.policy)
+    evaluation = TextEvalCallback(
+        eval_env,
+        prompts * config.eval_samples,  # repeated in blocks: the first samples are distinct prompts
+        every_n_rollouts=config.eval_every,
+        reference=reference,
+        batch_size=config.eval_batch_size,
+    )
+    print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
+    return TrainingRun(
+        config, model, eval_env, prompts, callbacks, RolloutHistoryCallback(), evaluation,
+        TimeBudgetCallback(config.budget_minutes * 60), started,
+    )  # fmt: skip
+
+
+def learn(run: TrainingRun) -> float:
+    """Train under the time budget (evaluating before, every few rollouts, and after); returns the seconds."""
+    from stable_baselines3.common.callbacks import CallbackList
+
+    callbacks = CallbackList([*run.callbacks, run.history, run.evaluation, run.budget])
+    train_started = time.monotonic()
+    run.model.learn(run.config.total_timesteps, callback=callbacks)
+    return time.monotonic() - train_started
+
+
+def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
+    """Export the model, plot the curves, write and print the summary; returns the summary."""
+    from agents import export_pretrained
+
+    config, evaluation = run.config, run.evaluation
+    export_pretrained(run.model, config.run_dir / "model", tokenizer=run.eval_env.unwrapped.tokenizer)
+    plot_training(config.run_dir / "training.png", run.history.rows, evaluation.history)
+    shown = run.prompts[:5]  # the first completions are one per distinct prompt (prompts repeat in blocks)
+    summary = {
+        "env_id": config.env_id,
+        "algorithm": config.algorithm,
+        "model": config.model,
+        "timesteps": int(run.model.num_timesteps),
+        "train_seconds": round(train_seconds, 1),
+        "held_out_prompts": len(run.prompts),
+        "samples_per_prompt": config.eval_samples,
+        "before": evaluation.history[0],
+        "after": evaluation.history[-1],
+        "final_kl_coef": run.history.rows[-1].get("kl_coef") if run.history.rows else None,
+        "samples": [
+            {"prompt": p, "before": b, "after": a}
+            for p, b, a in zip(
+                shown,
+                evaluation.first_result.completions[: len(shown)],
+                evaluation.last_result.completions[: len(shown)],
+                strict=True,
+            )
+        ],
+    }
+    (config.run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print_summary(summary)
+    print(f"[done] {time.monotonic() - run.started:.0f} s in all; outputs in {config.run_dir}/")
+    return summary
+
+
+def run(config: TrainConfig) -> dict[str, Any]:
+    """Train, evaluate and export as the config says; returns the summary that is also written as JSON."""
+    training_run = setup(config)
+    return write_outputs(training_run, learn(training_run))
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    before, after = summary["before"], summary["after"]
+    print(
+        f"\nHeld-out evaluation on {summary['held_out_prompts']} test prompts x {summary['samples_per_prompt']} "
+        f"samples ({summary['timesteps']} env steps):"
+    )
+    print(f"  {'metric':<12}{'before':>10}{'after':>10}")
+    for key in ("score", "kl", "distinct_1", "distinct_2", "length"):
+        if key in before or key in after:
+            print(f"  {key:<12}{before.get(key, float('nan')):>10.3f}{after.get(key, float('nan')):>10.3f}")
+    print("\nSample completions, before -> after training:")
+    for sample in summary["samples"][:3]:
+        print(f"  {sample['prompt']!r}\n    before: {sample['before']!r}\n    after:  {sample['after']!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_config(argv)  # exits with a clear message on bad options, before any model is loaded
+    np.set_printoptions(precision=3)
+    run(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
