@@ -12,7 +12,7 @@ from agents.callbacks import KLPenaltyCallback
 from agents.export import export_pretrained
 from agents.generation import GenerationResult, generate_completions
 from agents.grpo import GRPO
-from agents.policy import CausalLMPolicy, MaskableCausalLMPolicy, lm_policy_class_for
+from agents.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy, lm_policy_class_for
 from agents.reference import ReferenceModel
 from agents.registry import ALGORITHMS, make_algorithm
 
@@ -23,6 +23,7 @@ __all__ = [
     "EpisodeRolloutBuffer",
     "GenerationResult",
     "KLPenaltyCallback",
+    "LMPolicySettings",
     "MaskableCausalLMPolicy",
     "MaskableEpisodeRolloutBuffer",
     "ReferenceModel",

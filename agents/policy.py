@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -110,8 +112,9 @@ def last_token_hidden(
     return outputs
 
 
-class CausalLMPolicyBase:
-    """The language-model machinery shared by :class:`CausalLMPolicy` and :class:`MaskableCausalLMPolicy`.
+@dataclass
+class LMPolicySettings:
+    """The LM policy's own settings, given through ``policy_kwargs`` (the one place they are listed).
 
     :param model: the LM: ``"smollm2-135m-instruct"`` (the embedded default, offline), a local directory, a
         ``PretrainedConfig`` (randomly initialised; for tests) or a ``PreTrainedModel``.
@@ -132,10 +135,52 @@ class CausalLMPolicyBase:
         False evaluates each transition on its own: the naive path, kept for benchmarks and equivalence tests.
     """
 
-    # Attributes set by the SB3 base classes, and the model specs (plain attributes, set in _store_lm_settings).
+    model: ModelSpec = "smollm2-135m-instruct"
+    temperature: float = 1.0
+    lora: dict[str, Any] | None = None
+    value_model: ModelSpec | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    kv_cache: bool = True
+    share_prefixes: bool = True
+    value_head: bool = True
+    compute_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.compute_dtype!r}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}.")
+        if not self.value_head and self.value_model is not None:
+            raise ValueError("value_model needs a value head: pass value_head=True, or no value_model.")
+        self.temperature = float(self.temperature)
+        self.lora = dict(self.lora) if self.lora else None
+        self.model_kwargs = dict(self.model_kwargs or {})
+        self.value_head = bool(self.value_head)
+
+
+#: Policy attribute of each setting whose attribute name differs from the setting's.
+SETTING_ATTRIBUTES = {"model": "model_spec", "value_model": "value_model_spec", "value_head": "has_value_head"}
+
+
+class CausalLMPolicyBase:
+    """The language-model machinery shared by :class:`CausalLMPolicy` and :class:`MaskableCausalLMPolicy`.
+
+    Settings: :class:`LMPolicySettings` (through ``policy_kwargs``), plus SB3's ``optimizer_class`` and
+    ``optimizer_kwargs``.
+    """
+
+    # Attributes set by the SB3 base classes, and the settings (plain attributes, set in _store_lm_settings).
     action_dist: Any
+    settings: LMPolicySettings
     model_spec: ModelSpec
     value_model_spec: ModelSpec | None
+    temperature: float
+    lora: dict[str, Any] | None
+    model_kwargs: dict[str, Any]
+    kv_cache: bool
+    share_prefixes: bool
+    has_value_head: bool
+    compute_dtype: str
     optimizer: torch.optim.Optimizer
     optimizer_class: type[torch.optim.Optimizer]
     optimizer_kwargs: dict[str, Any]
@@ -145,32 +190,22 @@ class CausalLMPolicyBase:
         observation_space: spaces.Space,
         action_space: spaces.Space,
         lr_schedule: Schedule,
-        model: ModelSpec = "smollm2-135m-instruct",
-        temperature: float = 1.0,
-        lora: dict[str, Any] | None = None,
-        value_model: ModelSpec | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        kv_cache: bool = True,
-        share_prefixes: bool = True,
-        value_head: bool = True,
-        compute_dtype: str = "float32",
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        **sb3_kwargs: Any,
+        **kwargs: Any,
     ) -> None:
         self.observation_length, self.action_count = self._check_spaces(observation_space, action_space)
-        self._store_lm_settings(
-            model, temperature, lora, value_model, model_kwargs, kv_cache, share_prefixes, value_head, compute_dtype
-        )
+        names = {f.name for f in dataclasses.fields(LMPolicySettings)}
+        self._store_lm_settings(LMPolicySettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names}))
         # No MLP extractor and no orthogonal re-initialisation: _build below keeps the pretrained weights.
-        sb3_kwargs.update(ortho_init=False, net_arch=[])
+        kwargs.update(ortho_init=False, net_arch=[])
         super().__init__(  # type: ignore[call-arg]  # ActorCriticPolicy or MaskableActorCriticPolicy: calls _build
             observation_space,
             action_space,
             lr_schedule,
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
-            **sb3_kwargs,
+            **kwargs,
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -182,34 +217,12 @@ class CausalLMPolicyBase:
         """Values ``(B, 1)``; SB3 calls it once per rollout on the last observations, which the cache extends."""
         return self.cached_outputs(obs, self.rollout_caches)[1]
 
-    def _store_lm_settings(
-        self,
-        model: ModelSpec,
-        temperature: float,
-        lora: dict[str, Any] | None,
-        value_model: ModelSpec | None,
-        model_kwargs: dict[str, Any] | None,
-        kv_cache: bool,
-        share_prefixes: bool,
-        value_head: bool,
-        compute_dtype: str,
-    ) -> None:
-        if compute_dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {compute_dtype!r}.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if not value_head and value_model is not None:
-            raise ValueError("value_model needs a value head: pass value_head=True, or no value_model.")
-        # Plain attributes even when the spec is a model object: nn.Module would register it as a submodule.
-        object.__setattr__(self, "model_spec", model)
-        object.__setattr__(self, "value_model_spec", value_model)
-        self.temperature = float(temperature)
-        self.lora = dict(lora) if lora else None
-        self.model_kwargs = dict(model_kwargs or {})
-        self.kv_cache = kv_cache
-        self.share_prefixes = share_prefixes
-        self.has_value_head = bool(value_head)
-        self.compute_dtype = compute_dtype
+    def _store_lm_settings(self, settings: LMPolicySettings) -> None:
+        """Keep the settings, and each as a plain attribute under :data:`SETTING_ATTRIBUTES`' name (plain even for
+        a model object: nn.Module would otherwise register it as a submodule)."""
+        object.__setattr__(self, "settings", settings)
+        for f in dataclasses.fields(settings):
+            object.__setattr__(self, SETTING_ATTRIBUTES.get(f.name, f.name), getattr(settings, f.name))
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> tuple[int, int]:
@@ -266,17 +279,10 @@ class CausalLMPolicyBase:
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
 
     def _lm_constructor_parameters(self) -> dict[str, Any]:
-        return dict(
-            model=self.model_spec,
-            temperature=self.temperature,
-            lora=self.lora,
-            value_model=self.value_model_spec,
-            model_kwargs=self.model_kwargs,
-            kv_cache=self.kv_cache,
-            share_prefixes=self.share_prefixes,
-            value_head=self.has_value_head,
-            compute_dtype=self.compute_dtype,
-        )
+        """The settings as they stand now (e.g. ``share_prefixes`` switched off after construction), for saving."""
+        return {
+            f.name: getattr(self, SETTING_ATTRIBUTES.get(f.name, f.name)) for f in dataclasses.fields(LMPolicySettings)
+        }
 
     def trunk_precision(self) -> contextlib.AbstractContextManager[Any]:
         """The context the transformer trunks run in: bf16 autocast with ``compute_dtype="bfloat16"``."""

