@@ -16,23 +16,8 @@ import numpy as np
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
+from agents.episodes import episode_order
 from agents.sb3_contract import FLATTENED, FLATTENED_MASKABLE
-
-
-def episode_order(episode_starts: np.ndarray) -> np.ndarray:
-    """A random order of the flattened transition indices in which each episode's transitions stay together.
-
-    :param episode_starts: ``(n_steps, n_envs)`` 1.0 where an episode begins (SB3's buffer field).
-    :return: ``(n_steps * n_envs,)`` indices into the env-major flattened buffer (index = env * n_steps + step).
-    """
-    n_steps, n_envs = episode_starts.shape
-    starts = episode_starts.T.reshape(-1).astype(bool)  # (n_envs * n_steps,) env-major, like swap_and_flatten
-    starts[::n_steps] = True  # each env's first stored step begins a (possibly partial) episode
-    episode_id = np.cumsum(starts) - 1  # (N,)
-    shuffled = np.random.permutation(episode_id[-1] + 1)  # global numpy RNG, seeded by SB3 like the stock buffers
-    rank = np.empty_like(shuffled)
-    rank[shuffled] = np.arange(shuffled.size)
-    return np.argsort(rank[episode_id], kind="stable")
 
 
 class _EpisodeMinibatches:

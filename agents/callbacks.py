@@ -11,6 +11,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
+from agents.episodes import env_major, from_env_major
 from agents.kl import KLController, shape_rewards
 from agents.models import ModelSpec
 from agents.policy import CausalLMPolicyBase
@@ -117,16 +118,14 @@ class KLPenaltyCallback(BaseCallback):
         buffer = self.model.rollout_buffer  # type: ignore[attr-defined]
         n_steps, n_envs = buffer.rewards.shape  # not yet flattened: SB3 flattens in get()
         # Env-major rows keep each episode's transitions together for the reference's prefix sharing.
-        obs = {
-            key: torch.as_tensor(value.swapaxes(0, 1).reshape(n_envs * n_steps, -1), device=self.model.device)
-            for key, value in buffer.observations.items()
-        }  # (E*S, L)
-        actions = torch.as_tensor(buffer.actions.swapaxes(0, 1).reshape(-1), device=self.model.device)  # (E*S,)
+        device = self.model.device
+        obs = {key: torch.as_tensor(env_major(value), device=device) for key, value in buffer.observations.items()}
+        actions = torch.as_tensor(env_major(buffer.actions).reshape(-1), device=device)  # (E*S,)
         masks = getattr(buffer, "action_masks", None)
-        masks = None if masks is None else masks.swapaxes(0, 1).reshape(n_envs * n_steps, -1)
+        masks = None if masks is None else env_major(masks)  # (E*S, V)
         reference = self.reference.log_probs(obs, actions, masks).double().cpu().numpy()  # (E*S,)
         buffer.rewards, kl = shape_rewards(
-            buffer.rewards, buffer.log_probs, reference.reshape(n_envs, n_steps).T, self.kl_coef
+            buffer.rewards, buffer.log_probs, from_env_major(reference, n_steps, n_envs), self.kl_coef
         )  # (S, E) each
         with torch.no_grad():  # the bootstrap value of the last observation (MaskablePPO's locals lack it)
             policy = self.model.policy

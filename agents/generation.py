@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.utils import obs_as_tensor
 
+from agents.episodes import stack_steps
 from agents.policy import CausalLMPolicyBase, MaskableCausalLMPolicy
 from agents.reference import ReferenceModel
 from text_env.env import TextGenerationEnv
@@ -72,11 +73,11 @@ def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> np.ndarray:
     for start in range(0, batch, group):
         episodes = slice(start, start + group)
         # Episode-major rows (b, t) -> b * T + t, so that each episode's steps share one forward pass.
-        obs = {key: torch.stack([s.obs[key][episodes] for s in steps], 1).flatten(0, 1) for key in steps[0].obs}
-        actions = torch.stack([s.actions[episodes] for s in steps], 1).flatten()  # (b*T,)
+        obs = {key: stack_steps([s.obs[key][episodes] for s in steps]) for key in steps[0].obs}  # (b*T, L)
+        actions = stack_steps([s.actions[episodes] for s in steps])  # (b*T,)
         step_masks = [s.masks[episodes] for s in steps if s.masks is not None]  # T x (b, V), or none
         masks = np.stack(step_masks, 1).reshape(-1, step_masks[0].shape[-1]) if step_masks else None  # (b*T, V)
-        log_p = torch.log_softmax(torch.stack([s.logits[episodes] for s in steps], 1).flatten(0, 1), -1)  # (b*T, V)
+        log_p = torch.log_softmax(stack_steps([s.logits[episodes] for s in steps]), -1)  # (b*T, V)
         log_q = torch.log_softmax(reference.logits(obs, actions, masks), -1)  # (b*T, V)
         token_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (b*T,) masked tokens: 0 * inf -> 0
         kl.append((token_kl.reshape(-1, n_steps) * active[episodes]).sum(1))  # (b,)

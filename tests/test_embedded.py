@@ -66,7 +66,6 @@ def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
 
 def test_the_converted_smollm2_equals_the_gguf_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The real embedded model (~70 s): same token ids, special tokens and logits as loading the GGUF directly."""
-    import gguf  # noqa: F401  (a hard dependency: a broken install must fail here, not skip)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     monkeypatch.setenv("TEXT_ENV_CACHE", str(tmp_path))
