@@ -113,3 +113,10 @@ def test_classifier_reward_reads_a_label_logit_or_probability(tiny_classifier_di
     np.testing.assert_allclose(probs, logits.softmax(-1)[:, 0].numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="not one of the classifier's labels"):
         ClassifierReward(tiny_classifier_dir, label="MAYBE")
+
+
+def test_a_single_target_string_gets_a_clear_error():
+    from text_env.rewards import EmbeddingSimilarityReward
+
+    with pytest.raises(TypeError, match=r"wrap it in a list"):
+        EmbeddingSimilarityReward("a wonderful film")

@@ -73,6 +73,9 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     - ``allowed_token_ids``: if given, :meth:`action_masks` allows only these ids (and EOS).
     - ``truncation``: ``"left"`` (default) or ``"error"`` for prompts longer than ``max_prompt_tokens``.
     - ``render_mode``: ``"ansi"`` returns prompt + completion so far; ``"human"`` prints it.
+    - ``defer_scoring``: do not call the reward model; the last step returns reward 0.0 and
+      ``info["score_pending"] = True``, and a vector-env wrapper scores every completion that finished in the same
+      vector step in one batched call (``agents.vec_env.BatchedRewardVecEnv`` sets it for you).
 
     ## Version History
     - v0: initial version.
@@ -99,6 +102,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         allowed_token_ids: list[int] | None = None,
         truncation: str = "left",
         render_mode: str | None = None,
+        defer_scoring: bool = False,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
@@ -118,6 +122,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.stop_on_eos = stop_on_eos
         self.truncation = truncation
         self.render_mode = render_mode
+        self.defer_scoring = defer_scoring
 
         tokenizer_size = len(self.tokenizer)
         self.vocab_size = tokenizer_size if vocab_size is None else int(vocab_size)
@@ -290,8 +295,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         if terminated:
             self._done = True
             completion = self.completion_text()
-            reward = self._score(self._prompt, completion)
-            info.update(completion=completion, score=reward, num_new_tokens=self._num_new)
+            info.update(completion=completion, num_new_tokens=self._num_new)
+            if self.defer_scoring:
+                info["score_pending"] = True  # scored with the other envs' completions, by the vector env
+            else:
+                reward = self._score(self._prompt, completion)
+                info["score"] = reward
         if self.render_mode == "human":
             self.render()
         return self._observation(), reward, terminated, False, info

@@ -110,7 +110,12 @@ class EmbeddingSimilarityReward(RewardModel):
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        if isinstance(targets, str) or not targets:
+        if isinstance(targets, str):
+            raise TypeError(
+                f"EmbeddingSimilarityReward takes a list of target texts, got the single string {targets[:40]!r}: "
+                "wrap it in a list, e.g. EmbeddingSimilarityReward([text])."
+            )
+        if not targets:
             raise ValueError("EmbeddingSimilarityReward needs a non-empty list of target texts.")
         path = Path(model_path) if model_path is not None else minilm_dir()
         self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -1,0 +1,60 @@
+"""BatchedRewardVecEnv: the same rewards, scores and episode returns as per-env scoring, in one call per step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHORT_PROMPTS
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from agents.vec_env import BatchedRewardVecEnv
+from text_env import TextGenerationEnv
+from text_env.rewards import RewardModel
+
+
+class CountingReward(RewardModel):
+    """Counts 'a' characters, and records the size of every call."""
+
+    def __init__(self):
+        self.call_sizes = []
+
+    def score(self, prompts, completions):
+        self.call_sizes.append(len(completions))
+        return np.array([c.count("a") + 0.5 * len(p) for p, c in zip(prompts, completions, strict=True)])
+
+
+def run(batched: bool, steps: int = 40, n_envs: int = 6):
+    reward = CountingReward()
+    make = lambda: TextGenerationEnv(SHORT_PROMPTS, "char", reward, max_prompt_tokens=16, max_new_tokens=5)  # noqa: E731
+    venv = make_vec_env(make, n_envs=n_envs, seed=0)
+    if batched:
+        venv = BatchedRewardVecEnv(venv)
+    venv.reset()
+    rng = np.random.default_rng(0)
+    rewards, scores, returns = [], [], []
+    for _ in range(steps):
+        actions = rng.integers(3, 100, size=n_envs)
+        actions[rng.random(n_envs) < 0.2] = 1  # EOS: episodes end at different steps
+        _, step_rewards, dones, infos = venv.step(actions)
+        rewards.append(step_rewards.copy())
+        scores.extend(info["score"] for info, done in zip(infos, dones, strict=True) if done)
+        returns.extend(info["episode"]["r"] for info, done in zip(infos, dones, strict=True) if done)
+    return np.array(rewards), scores, returns, reward.call_sizes
+
+
+def test_batched_scoring_gives_the_same_rewards_in_one_call_per_step():
+    per_env = run(batched=False)
+    batched = run(batched=True)
+    np.testing.assert_allclose(batched[0], per_env[0], rtol=1e-6)
+    assert batched[1] == pytest.approx(per_env[1]) and batched[2] == pytest.approx(per_env[2])
+    assert set(per_env[3]) == {1}  # one pair per call without the wrapper
+    assert sum(batched[3]) == sum(per_env[3]) and len(batched[3]) < len(per_env[3])
+    assert max(batched[3]) > 1  # several completions finished in the same step and shared a call
+
+
+def test_the_wrapper_needs_text_envs():
+    from stable_baselines3.common.envs import IdentityEnv
+
+    with pytest.raises(TypeError, match="TextGenerationEnv"):
+        BatchedRewardVecEnv(DummyVecEnv([lambda: IdentityEnv(3)]))
