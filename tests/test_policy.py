@@ -130,3 +130,15 @@ def test_separate_value_model():
 def test_unknown_model_name_names_the_fix():
     with pytest.raises(ValueError, match=r"(?s)Unknown model 'no-such-model'.*save_pretrained"):
         make_ppo(model="no-such-model")
+
+
+def test_normalised_observations_get_a_clear_error():
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = VecNormalize(make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0))  # norm_obs=True by default
+    model = PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=8, batch_size=8)
+    with pytest.raises(ValueError, match="VecNormalize\\(venv, norm_obs=False\\)"):
+        model.learn(16)
+    env = VecNormalize(make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0), norm_obs=False)
+    PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=8, batch_size=8).learn(16)

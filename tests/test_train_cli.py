@@ -99,3 +99,16 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2
+
+
+def test_tensorboard_without_the_package_fails_before_any_model_loads(capsys, no_model_loads, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "tensorboard" else real_find_spec(name)
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--tensorboard-log", "runs/tb"])
+    assert exit_info.value.code == 2
+    assert "pip install 'text-env-rl[tensorboard]'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,11 @@ class TrainConfig:
         if self.env_id not in gym.registry:
             known = sorted(k for k in gym.registry if k.startswith("text_env/"))
             raise ValueError(f"Unknown env_id {self.env_id!r}; registered text envs: {known}.")
+        if self.tensorboard_log and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "--tensorboard-log needs the tensorboard package: pip install 'text-env-rl[tensorboard]' (or "
+                "pip install tensorboard), or drop the option (metrics still go to logs/progress.csv)."
+            )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but PyTorch sees no CUDA GPU: use --device cpu (or auto).")
 
