@@ -61,6 +61,8 @@ class TextEvalCallback(BaseCallback):
         super().__init__(verbose)
         if every_n_rollouts < 1:
             raise ValueError(f"every_n_rollouts must be >= 1, got {every_n_rollouts}.")
+        if isinstance(prompts, str):
+            raise TypeError(f"prompts must be a list of strings, got the string {prompts[:40]!r}: pass [prompt].")
         if not prompts:
             raise ValueError("TextEvalCallback needs at least one held-out prompt.")
         self.env = env

@@ -101,6 +101,8 @@ def generate_completions(
         ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))``, from the logits generation sampled from and
         one reference pass per episode. Keeps the ``(steps, batch_size, V)`` logits of a chunk in memory.
     """
+    if isinstance(prompts, str):
+        raise TypeError(f"prompts must be a list of strings, got the single string {prompts[:40]!r}: pass [prompt].")
     policy = _policy_of(model_or_policy)
     base = env.unwrapped
     if not isinstance(base, TextGenerationEnv):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,7 @@ from agents.models import (
     model_dtype,
     output_vocab_size,
     trunk_and_head,
+    unwrap_peft,
 )
 from agents.sequences import context_bounds, group_by_prefix, observation_tokens, position_ids_from_mask
 
@@ -57,6 +59,19 @@ def trunk_precision(compute_dtype: str, device: torch.device) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_position_limit(lm: nn.Module, observation_length: int) -> None:
+    """Refuse observations longer than the model's position limit (``max_prompt_tokens + max_new_tokens``)."""
+    config = getattr(unwrap_peft(lm), "config", None)
+    limit = next(
+        (getattr(config, name) for name in ("max_position_embeddings", "n_positions") if hasattr(config, name)), None
+    )
+    if isinstance(limit, int) and observation_length > limit:
+        raise ValueError(
+            f"The env's observations hold {observation_length} tokens (max_prompt_tokens + max_new_tokens) but the "
+            f"model accepts at most {limit} positions: lower max_prompt_tokens or max_new_tokens."
+        )
 
 
 def double_backward_attention() -> contextlib.AbstractContextManager[None]:
@@ -198,6 +213,14 @@ class CausalLMPolicyBase:
         names = {f.name for f in dataclasses.fields(LMPolicySettings)}
         self._store_lm_settings(LMPolicySettings(**{k: kwargs.pop(k) for k in list(kwargs) if k in names}))
         # No MLP extractor and no orthogonal re-initialisation: _build below keeps the pretrained weights.
+        ignored = sorted(key for key in ("net_arch", "ortho_init", "activation_fn") if key in kwargs)
+        if ignored:
+            warnings.warn(
+                f"{ignored} do not apply to an LM policy (no MLP extractor; pretrained weights are not re-initialised)"
+                ": they are ignored.",
+                UserWarning,
+                stacklevel=3,
+            )
         kwargs.update(ortho_init=False, net_arch=[])
         super().__init__(  # type: ignore[call-arg]  # ActorCriticPolicy or MaskableActorCriticPolicy: calls _build
             observation_space,
@@ -251,10 +274,14 @@ class CausalLMPolicyBase:
                 f"{self.action_count}: make the env with vocab_size={vocab} (the model's embedding size) "
                 "and the model's own tokenizer."
             )
+        check_position_limit(lm, self.observation_length)
         if self.lora is not None:
             from peft import LoraConfig, get_peft_model
 
-            lm = get_peft_model(lm, LoraConfig(task_type="CAUSAL_LM", **self.lora))
+            task_type = self.lora.get("task_type", "CAUSAL_LM")
+            if str(task_type) not in ("CAUSAL_LM", "TaskType.CAUSAL_LM"):
+                raise ValueError(f"lora task_type must be CAUSAL_LM for a causal-LM policy, got {task_type!r}.")
+            lm = get_peft_model(lm, LoraConfig(**{**self.lora, "task_type": "CAUSAL_LM"}))
         disable_dropout(lm)
         self.lm = lm.eval()
         self.trunk, self.lm_head = trunk_and_head(lm)

@@ -104,6 +104,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         render_mode: str | None = None,
         defer_scoring: bool = False,
     ) -> None:
+        for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(
+                    f"{name} must be an int, got {type(value).__name__} {value!r} (a YAML or JSON config may have "
+                    f"written it as a float): pass {name}={int(value) if isinstance(value, float) else '...'}."
+                )
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}.")
         if max_prompt_tokens < 1:

@@ -54,17 +54,29 @@ def load_prompts(source: PromptSource) -> list[str]:
     ``datasets.Dataset``). Raises ``ValueError`` when the source holds no prompt."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        if path.is_dir():
+            raise IsADirectoryError(f"Prompt path {str(path)!r} is a directory: give a .txt or .jsonl file inside it.")
         if not path.is_file():
             raise FileNotFoundError(
                 f"Prompt file {str(path)!r} does not exist. To pass prompts directly, give a list of strings."
             )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"Prompt file {str(path)!r} is not UTF-8 text ({error.reason} at byte {error.start}): save it as UTF-8."
+            ) from None
         if path.suffix == ".txt":
-            prompts = [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            prompts = [line.rstrip("\n") for line in text.splitlines() if line.strip()]
         elif path.suffix == ".jsonl":
             prompts = []
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for number, line in enumerate(text.splitlines(), start=1):
                 if line.strip():
-                    prompts.append(_prompt_from_record(json.loads(line), f"{path}:{number}"))
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as error:
+                        raise ValueError(f"{path}:{number}: not a JSON object ({error.msg}): {line[:60]!r}") from None
+                    prompts.append(_prompt_from_record(record, f"{path}:{number}"))
         else:
             raise ValueError(f"Prompt file {str(path)!r} must end in .txt (one prompt a line) or .jsonl.")
         where = str(path)

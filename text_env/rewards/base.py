@@ -32,6 +32,11 @@ class RewardModel:
 
 def check_scores(scores: object, expected: int, source: object) -> np.ndarray:
     """Return ``scores`` as a float64 array of length ``expected``, or raise an error naming ``source``."""
+    if hasattr(scores, "detach") and (getattr(scores, "requires_grad", False) or getattr(scores, "is_cuda", False)):
+        raise TypeError(
+            f"Reward model {source!r} returned a torch tensor that is on a GPU or requires grad: return "
+            "scores.detach().cpu().numpy() (rewards are plain numbers, no gradient flows through them)."
+        )
     array = np.asarray(scores, dtype=np.float64)
     if array.shape != (expected,):
         raise ValueError(
