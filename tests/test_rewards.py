@@ -120,3 +120,22 @@ def test_a_single_target_string_gets_a_clear_error():
 
     with pytest.raises(TypeError, match=r"wrap it in a list"):
         EmbeddingSimilarityReward("a wonderful film")
+
+
+def test_reward_specs_build_the_models_they_name():
+    from text_env.rewards import CombinedReward, KeywordReward, LengthReward, SentimentReward
+    from text_env.rewards.spec import reward_from_spec
+
+    assert isinstance(reward_from_spec("sentiment"), SentimentReward)
+    keyword = reward_from_spec("keyword:good,great")
+    assert isinstance(keyword, KeywordReward) and keyword.score(["p"], ["a good, great day"])[0] > 0
+    combined = reward_from_spec("keyword:good + 0.5*length:2")
+    assert isinstance(combined, CombinedReward)
+    expected = KeywordReward(["good"]).score(["p"], ["good day"]) + 0.5 * LengthReward(2).score(["p"], ["good day"])
+    np.testing.assert_allclose(combined.score(["p"], ["good day"]), expected)
+    python = reward_from_spec("python:conftest:count_a")
+    assert python.score(["p"], ["banana"])[0] == 3
+    with pytest.raises(ValueError, match="needs an argument"):
+        reward_from_spec("keyword")
+    with pytest.raises(ValueError, match="weight before"):
+        reward_from_spec("x*sentiment")

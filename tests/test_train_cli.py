@@ -112,3 +112,39 @@ def test_tensorboard_without_the_package_fails_before_any_model_loads(capsys, no
         parse_config(["--tensorboard-log", "runs/tb"])
     assert exit_info.value.code == 2
     assert "pip install 'text-env-rl[tensorboard]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--env-id", "text_env/Vowels-v0"], "do not belong together"),  # char tokenizer, SmolLM2's 49,152 rows
+        (["--env-id", "text_env/TextGeneration-v0"], "give --prompts and --reward"),
+        (["--reward", "sentimental"], "Unknown reward 'sentimental'"),
+        (["--reward", "length:forty"], "whole number of words"),
+        (["--prompts", "no/such/file.txt"], "is not a file"),
+        (["--model", "no/such/dir"], "neither 'smollm2-135m-instruct' nor a local directory"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
+    ],
+)
+def test_task_flag_problems_exit_before_any_weights_load(argv, message, capsys, no_model_loads):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_task_assembled_from_flags_trains_and_is_evaluated_on_prompts_set_aside(tmp_path, capsys):
+    model_dir = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "Tell me {i}: "}}\n' for i in range(20)), encoding="utf-8")
+    argv = [
+        "--env-id", "text_env/TextGeneration-v0", "--prompts", str(prompts), "--reward", "keyword:a+0.5*length:3",
+        "--tokenizer", "char", "--model", str(model_dir), "--max-new-tokens", "6", "--max-prompt-tokens", "16",
+        "--budget-minutes", "0.05", "--n-envs", "2", "--n-steps", "12", "--batch-size", "12",
+        "--output-dir", str(tmp_path / "runs"), "--name", "byo",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "evaluating on its last 2 of 20 prompts, set aside from training" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "runs" / "byo" / "summary.json").read_text())
+    assert summary["held_out_prompts"] == 2 and summary["samples"][0]["prompt"] == "Tell me 18: "

@@ -73,6 +73,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     - ``allowed_token_ids``: if given, :meth:`action_masks` allows only these ids (and EOS).
     - ``truncation``: ``"left"`` (default) or ``"error"`` for prompts longer than ``max_prompt_tokens``.
     - ``render_mode``: ``"ansi"`` returns prompt + completion so far; ``"human"`` prints it.
+    - ``eval_prompts``: the task's held-out prompts (same sources as ``prompts``), for evaluation; ``None`` if it
+      has none (``agents.train`` then sets a slice of ``prompts`` aside and says so).
     - ``defer_scoring``: do not call the reward model; the last step returns reward 0.0 and
       ``info["score_pending"] = True``, and a vector-env wrapper scores every completion that finished in the same
       vector step in one batched call (``agents.vec_env.BatchedRewardVecEnv`` sets it for you).
@@ -103,6 +105,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         truncation: str = "left",
         render_mode: str | None = None,
         defer_scoring: bool = False,
+        eval_prompts: PromptSource | None = None,
     ) -> None:
         for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -121,6 +124,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
             )
         self.prompts = load_prompts(prompts)
+        self.eval_prompts: list[str] | None = None if eval_prompts is None else load_prompts(eval_prompts)
         self.tokenizer = resolve_tokenizer(tokenizer)
         self.reward_model = as_reward_model(reward_model)
         self.max_prompt_tokens = max_prompt_tokens

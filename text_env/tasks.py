@@ -44,7 +44,11 @@ def make_positive_review_env(
     max_new_tokens: int = 48,
     **kwargs: Any,
 ) -> TextGenerationEnv:
-    """``text_env/PositiveReview-v0``: continue a movie-review opening; paid the VADER compound of the completion."""
+    """``text_env/PositiveReview-v0``: continue a movie-review opening; paid the VADER compound of the completion.
+
+    The ``"train"`` split declares the ``"test"`` split as its held-out prompts (``env.eval_prompts``)."""
+    if split == "train" and prompts is None:
+        kwargs.setdefault("eval_prompts", shipped_prompts_path("movie_reviews", "test"))
     return TextGenerationEnv(
         prompts if prompts is not None else shipped_prompts_path("movie_reviews", split),
         tokenizer,
@@ -55,9 +59,12 @@ def make_positive_review_env(
     )
 
 
-def make_vowels_env(max_new_tokens: int = 8, max_prompt_tokens: int = 8, **kwargs: Any) -> TextGenerationEnv:
+def make_vowels_env(
+    max_new_tokens: int = 8, max_prompt_tokens: int = 8, tokenizer: Any = CHAR_TOKENIZER, **kwargs: Any
+) -> TextGenerationEnv:
     """``text_env/Vowels-v0``: a tiny character-level task with a known optimum (1.0: write only vowels)."""
     kwargs.setdefault("prompts", list(VOWEL_TASK_PROMPTS))
-    kwargs.setdefault("tokenizer", CHAR_TOKENIZER)
     kwargs.setdefault("reward_model", VowelFractionReward(max_new_tokens))
-    return TextGenerationEnv(max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, **kwargs)
+    return TextGenerationEnv(
+        tokenizer=tokenizer, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, **kwargs
+    )

@@ -24,8 +24,31 @@ import numpy as np
 
 from agents.cli.config import TrainConfig, parse_config
 
-#: Extra ``gymnasium.make`` kwargs that give a task's held-out prompts.
-HELD_OUT_KWARGS: dict[str, dict[str, Any]] = {"text_env/PositiveReview-v0": {"split": "test"}}
+#: Share of the training prompts set aside for evaluation when a task declares no held-out prompts.
+HELD_OUT_SHARE = 0.1
+
+
+def held_out_prompts(config: TrainConfig, env: Any, task: dict[str, Any]) -> list[str]:
+    """The distinct prompts to evaluate on: ``--eval-prompts-file``, else the task's own ``eval_prompts``, else the
+    last 10% of its training prompts, which are then removed from training (``task["prompts"]``), and says so."""
+    from text_env import load_prompts
+
+    if config.eval_prompts_file is not None:
+        prompts = load_prompts(config.eval_prompts_file)
+    elif env.eval_prompts:
+        prompts = list(env.eval_prompts)
+    elif len(env.prompts) >= 2:
+        n_held = max(1, round(HELD_OUT_SHARE * len(env.prompts)))
+        prompts = list(env.prompts[-n_held:])
+        task["prompts"] = list(env.prompts[:-n_held])
+        print(
+            f"[setup] {config.env_id} declares no held-out prompts: evaluating on its last {n_held} of "
+            f"{len(env.prompts)} prompts, set aside from training"
+        )
+    else:
+        prompts = list(env.prompts)
+        print(f"[setup] {config.env_id} has one prompt and no held-out prompts: evaluating on the training prompt")
+    return prompts[: config.eval_prompts or None]
 
 
 #: TrainConfig fields that are algorithm constructor arguments: each algorithm gets those its constructor takes.
@@ -121,9 +144,11 @@ def setup(config: TrainConfig) -> TrainingRun:
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({config.n_envs} envs, {config.device})")
-    env = make_vec_env(config.env_id, n_envs=config.n_envs, seed=config.seed)
-    eval_env = gym.make(config.env_id, **HELD_OUT_KWARGS.get(config.env_id, {}))
-    prompts = list(eval_env.unwrapped.prompts[: config.eval_prompts or None])  # type: ignore[attr-defined]
+    task = config.task_kwargs()
+    probe = gym.make(config.env_id, **task).unwrapped  # the task as the flags assemble it
+    prompts = held_out_prompts(config, probe, task)  # may set training prompts aside in ``task``
+    env = make_vec_env(config.env_id, n_envs=config.n_envs, seed=config.seed, env_kwargs=task)
+    eval_env = gym.make(config.env_id, **task)
     model = build_model(config, env)
     formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
     model.set_logger(configure(str(config.tensorboard_log or config.run_dir / "logs"), formats))
