@@ -20,16 +20,23 @@ def summarize(result: GenerationResult) -> dict[str, float]:
     - ``kl``: mean over completions of the summed per-token KL(pi || pi_ref) (absent without a reference);
     - ``distinct_1`` / ``distinct_2``: distinct word uni-/bigrams over all (Li et al. 2016), low when the policy
       collapses onto a few phrases;
-    - ``length``: mean number of generated tokens.
+    - ``length``: mean number of generated tokens;
+    - ``repetition``: mean share of word trigrams that repeat within a completion (reward hacking by stuffing
+      words shows here first);
+    - ``ref_log_likelihood``: mean per-token log-likelihood of the completions under the reference model (fluency
+      as the base model sees it; absent without a reference).
     """
     metrics = {
         "score": float(np.mean(result.scores)),
         "distinct_1": result.distinct_n(1),
         "distinct_2": result.distinct_n(2),
         "length": float(np.mean(result.num_tokens)),
+        "repetition": result.repetition(3),
     }
     if result.kl is not None:
         metrics["kl"] = float(np.mean(result.kl))
+    if result.ref_log_likelihood is not None:
+        metrics["ref_log_likelihood"] = float(np.mean(result.ref_log_likelihood))
     return metrics
 
 

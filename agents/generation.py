@@ -30,6 +30,18 @@ class GenerationResult:
     scores: np.ndarray  # (N,) reward-model scores (unshaped)
     kl: np.ndarray | None = None  # (N,) summed per-token KL(pi || pi_ref) of each completion
     num_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (N,)
+    ref_log_likelihood: np.ndarray | None = None  # (N,) mean log pi_ref(a_t | s_t) over each completion's tokens
+
+    def repetition(self, n: int = 3) -> float:
+        """Mean over completions of the share of word n-grams that repeat an earlier n-gram of the same completion
+        (0: no repeats; "great great great great" scores 0.5 at n=2): how much a completion stuffs words."""
+        shares = []
+        for completion in self.completions:
+            words = completion.split()
+            grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+            if grams:
+                shares.append(1.0 - len(set(grams)) / len(grams))
+        return float(np.mean(shares)) if shares else 0.0
 
     def distinct_n(self, n: int) -> float:
         """Distinct-n (Li et al. 2016): distinct word n-grams over all n-grams of all completions."""
@@ -60,8 +72,9 @@ class _Step(NamedTuple):
 
 
 @torch.no_grad()
-def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> np.ndarray:
-    """Exact KL(pi || pi_ref) of each completion, summed over its tokens, ``(B,)``.
+def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> tuple[np.ndarray, np.ndarray]:
+    """Exact KL(pi || pi_ref) of each completion, summed over its tokens, and the mean reference log-likelihood of
+    its tokens, ``(B,)`` each.
 
     The policy's logits are the ones generation sampled from; the reference scores the episodes in groups, one
     forward pass per episode, at most ``reference.chunk_rows`` rows at a time (bounds the ``(rows, V)`` tensors).
@@ -69,7 +82,7 @@ def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> np.ndarray:
     n_steps, batch = len(steps), len(steps[0].actions)
     group = max(1, reference.chunk_rows // n_steps)  # episodes per reference pass
     active = torch.as_tensor(np.stack([s.active for s in steps], 1))  # (B, T)
-    kl = []
+    kl, likelihood = [], []
     for start in range(0, batch, group):
         episodes = slice(start, start + group)
         # Episode-major rows (b, t) -> b * T + t, so that each episode's steps share one forward pass.
@@ -81,7 +94,10 @@ def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> np.ndarray:
         log_q = torch.log_softmax(reference.logits(obs, actions, masks), -1)  # (b*T, V)
         token_kl = (log_p.exp() * (log_p - log_q)).nan_to_num(0.0).sum(-1)  # (b*T,) masked tokens: 0 * inf -> 0
         kl.append((token_kl.reshape(-1, n_steps) * active[episodes]).sum(1))  # (b,)
-    return torch.cat(kl).double().cpu().numpy()
+        token_log_q = log_q.gather(1, actions.long().reshape(-1, 1)).reshape(-1, n_steps)  # (b, T)
+        on = active[episodes]  # (b, T)
+        likelihood.append((token_log_q * on).sum(1) / on.sum(1).clamp(min=1))  # (b,)
+    return torch.cat(kl).double().cpu().numpy(), torch.cat(likelihood).double().cpu().numpy()
 
 
 @torch.no_grad()
@@ -112,6 +128,7 @@ def generate_completions(
     completions: list[str] = []
     scores: list[np.ndarray] = []
     kls: list[np.ndarray] = []
+    likelihoods: list[np.ndarray] = []
     lengths: list[int] = []
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start : start + batch_size])
@@ -141,11 +158,14 @@ def generate_completions(
         lengths.extend(len(e.completion_ids()) for e in envs)
         scores.append(chunk_scores)
         if reference is not None:
-            kls.append(_completion_kl(reference, steps))
+            chunk_kl, chunk_likelihood = _completion_kl(reference, steps)
+            kls.append(chunk_kl)
+            likelihoods.append(chunk_likelihood)
     return GenerationResult(
         prompts=list(prompts),
         completions=completions,
         scores=np.concatenate(scores) if scores else np.zeros(0),
         kl=np.concatenate(kls) if reference is not None and kls else None,
+        ref_log_likelihood=np.concatenate(likelihoods) if reference is not None and likelihoods else None,
         num_tokens=np.asarray(lengths, dtype=np.int64),
     )

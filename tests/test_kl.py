@@ -107,21 +107,25 @@ def test_exact_kl_of_generated_completions_matches_a_token_by_token_computation(
 
     result = generate_completions(model, env, prompts, deterministic=True, reference=reference, batch_size=5)
 
-    expected = []
+    expected, likelihoods = [], []
     for prompt in prompts:  # the same greedy episodes, one token at a time, without caches or batching
         obs, _ = env.reset(options={"prompt": prompt})
-        total, done = 0.0, False
+        total, done, log_likelihood, n_tokens = 0.0, False, 0.0, 0
         while not done:
             obs_t = {key: torch.as_tensor(value)[None] for key, value in obs.items()}
             with torch.no_grad():  # a full forward pass, no cache (SB3's public API)
                 log_p = model.policy.get_distribution(obs_t).distribution.logits[0]  # normalised log-probs
             log_q = torch.log_softmax(reference.logits(obs_t)[0], -1)
             total += float((log_p.exp() * (log_p - log_q)).sum())
-            obs, _, terminated, truncated, _ = env.step(int(log_p.argmax()))
+            action = int(log_p.argmax())
+            log_likelihood, n_tokens = log_likelihood + float(log_q[action]), n_tokens + 1
+            obs, _, terminated, truncated, _ = env.step(action)
             done = terminated or truncated
         expected.append(total)
+        likelihoods.append(log_likelihood / n_tokens)
     assert len(set(result.num_tokens.tolist())) > 1  # some episodes end early: their KL must stop there
     np.testing.assert_allclose(result.kl, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.ref_log_likelihood, likelihoods, rtol=1e-4, atol=1e-6)
     assert min(expected) > 0.01
 
 
@@ -167,3 +171,10 @@ def test_a_callback_with_another_models_reference_is_refused():
     second = PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=8, batch_size=8)
     with pytest.raises(ValueError, match="another model's policy"):
         second.learn(16, callback=callback)
+
+
+def test_repetition_is_the_share_of_repeated_ngrams_within_each_completion():
+    from agents.generation import GenerationResult
+
+    result = GenerationResult(["p", "q"], ["great great great great", "a b c d"], np.zeros(2))
+    assert result.repetition(2) == pytest.approx((2 / 3 + 0.0) / 2)  # bigrams: (g,g) x3, 1 distinct; all distinct

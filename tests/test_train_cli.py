@@ -95,7 +95,7 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     run = tmp_path / "runs" / "t"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
-    assert summary["algorithm"] == algorithm
+    assert summary["algorithm"] == algorithm and summary["seed"] == 0 and "torch" in summary["versions"]
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2
@@ -148,3 +148,21 @@ def test_a_task_assembled_from_flags_trains_and_is_evaluated_on_prompts_set_asid
     assert "evaluating on its last 2 of 20 prompts, set aside from training" in capsys.readouterr().out
     summary = json.loads((tmp_path / "runs" / "byo" / "summary.json").read_text())
     assert summary["held_out_prompts"] == 2 and summary["samples"][0]["prompt"] == "Tell me 18: "
+
+
+def test_a_second_run_with_the_same_name_gets_its_own_directory(tmp_path, monkeypatch):
+    from agents.cli import train
+
+    monkeypatch.setattr(train, "learn", lambda run: 0.0)  # set-up and outputs only
+    monkeypatch.setattr(train, "write_outputs", lambda run, seconds: {"dir": str(run.config.run_dir)})
+    model_dir = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
+    argv = ["--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--output-dir", str(tmp_path), "--name", "r"]
+    first = train.run(parse_config(argv))
+    second = train.run(parse_config(argv))
+    again = train.run(parse_config([*argv, "--overwrite"]))
+    assert (first["dir"], second["dir"], again["dir"]) == (
+        str(tmp_path / "r"),
+        str(tmp_path / "r-2"),
+        str(tmp_path / "r"),
+    )

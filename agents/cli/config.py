@@ -38,6 +38,9 @@ class TrainConfig:
     # --- run
     name: str = field(default="positive-review", metadata={"help": "run name: outputs go to <output_dir>/<name>/"})
     output_dir: str = field(default="runs", metadata={"help": "directory holding the runs"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "reuse <output_dir>/<name> (default: an earlier run's directory is kept)"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed (SB3 seeds numpy, torch and the envs)"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or auto"})
     budget_minutes: float = field(
@@ -312,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if f.name == "overwrite":
+            parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            continue
         optional_strings = ("tensorboard_log", "prompts", "eval_prompts_file", "reward", "tokenizer")
         if f.name in ("kl_target", "clip_range_high"):
             kind: Any = _parse_optional_float
@@ -321,9 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
             kind = int
         else:
             kind = type(default)
-        parser.add_argument(
-            flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=f"{f.metadata['help']} (default: {default})"
-        )
+        parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
     return parser
 
 

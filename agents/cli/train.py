@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -129,6 +130,18 @@ class TrainingRun:
     started: float  # time.monotonic() at the start of setup
 
 
+def fresh_run_dir(config: TrainConfig) -> Path:
+    """``<output_dir>/<name>``, or ``<name>-2``, ``-3``, ... when it holds an earlier run (unless ``--overwrite``)."""
+    run_dir = config.run_dir
+    if config.overwrite or not run_dir.exists() or not any(run_dir.iterdir()):
+        return run_dir
+    number = 2
+    while (candidate := run_dir.with_name(f"{run_dir.name}-{number}")).exists():
+        number += 1
+    print(f"[setup] {run_dir} holds an earlier run: writing to {candidate} (--overwrite reuses {run_dir})")
+    return candidate
+
+
 def setup(config: TrainConfig) -> TrainingRun:
     """Build the envs, the algorithm with the LM policy, its logger, one reference and the callbacks."""
     from stable_baselines3.common.env_util import make_vec_env
@@ -141,6 +154,7 @@ def setup(config: TrainConfig) -> TrainingRun:
     from agents.registry import get_algorithm
 
     started = time.monotonic()
+    config.name = fresh_run_dir(config).name
     config.run_dir.mkdir(parents=True, exist_ok=True)
     (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({config.n_envs} envs, {config.device})")
@@ -197,8 +211,13 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "env_id": config.env_id,
         "algorithm": config.algorithm,
         "model": config.model,
-        "timesteps": int(run.model.num_timesteps),
+        "seed": config.seed,
+        "compute_dtype": config.compute_dtype,
+        "budget_minutes": config.budget_minutes,
+        "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens
         "train_seconds": round(train_seconds, 1),
+        "wall_clock_seconds": round(time.monotonic() - run.started, 1),
+        "versions": package_versions(),
         "held_out_prompts": len(run.prompts),
         "samples_per_prompt": config.eval_samples,
         "before": evaluation.history[0],
@@ -220,6 +239,20 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
     return summary
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a run's figures depend on."""
+    import importlib.metadata
+
+    names = ("text-env-rl", "torch", "transformers", "stable-baselines3", "sb3-contrib", "peft", "gymnasium")
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 def run(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and export as the config says; returns the summary that is also written as JSON."""
     training_run = setup(config)
@@ -233,7 +266,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"samples ({summary['timesteps']} env steps):"
     )
     print(f"  {'metric':<12}{'before':>10}{'after':>10}")
-    for key in ("score", "kl", "distinct_1", "distinct_2", "length"):
+    for key in ("score", "kl", "distinct_1", "distinct_2", "repetition", "ref_log_likelihood", "length"):
         if key in before or key in after:
             print(f"  {key:<12}{before.get(key, float('nan')):>10.3f}{after.get(key, float('nan')):>10.3f}")
     print("\nSample completions, before -> after training:")
