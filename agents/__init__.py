@@ -5,15 +5,21 @@ critic-free group algorithms.
 ``MaskablePPO(MaskableCausalLMPolicy, ...)``; :class:`KLPenaltyCallback` keeps the policy near its reference.
 ``GRPO(CausalLMPolicy, env, group_size=4, advantage="grpo" | "dr_grpo" | "rloo")`` needs no value head.
 :func:`make_algorithm` builds any of them by name (:data:`ALGORITHMS`).
+
+Layout, as SB3's: ``agents/common/`` (shared pieces), ``agents/grpo/`` (one home per algorithm of ours),
+``agents/registry.py`` (name -> algorithm), ``agents/cli/`` (the command line, which the library never imports).
 """
 
-from agents.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
-from agents.callbacks import KLPenaltyCallback
-from agents.export import export_pretrained
-from agents.generation import GenerationResult, generate_completions
+import importlib
+import sys
+
+from agents.common.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
+from agents.common.callbacks import KLPenaltyCallback
+from agents.common.export import export_pretrained
+from agents.common.generation import GenerationResult, generate_completions
+from agents.common.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy, lm_policy_class_for
+from agents.common.reference import ReferenceModel
 from agents.grpo import GRPO
-from agents.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy, lm_policy_class_for
-from agents.reference import ReferenceModel
 from agents.registry import ALGORITHMS, make_algorithm
 
 __all__ = [
@@ -32,3 +38,12 @@ __all__ = [
     "lm_policy_class_for",
     "make_algorithm",
 ]
+
+
+# Modules that lived directly under agents/ before agents/common/ existed: the old import paths keep working, and
+# so do models saved with them (SB3 pickles the policy class by its module path).
+for _name in (
+    "buffers", "callbacks", "checkpoint", "evaluation", "export", "generation", "kv_cache", "models", "policy",
+    "reference", "resources", "sequences",
+):  # fmt: skip
+    sys.modules.setdefault(f"agents.{_name}", importlib.import_module(f"agents.common.{_name}"))

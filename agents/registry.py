@@ -19,9 +19,9 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 
-from agents.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
+from agents.common.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
+from agents.common.policy import CausalLMPolicy, MaskableCausalLMPolicy
 from agents.grpo import GRPO
-from agents.policy import CausalLMPolicy, MaskableCausalLMPolicy
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from throughput import make_env, tiny_config  # noqa: E402
 
 from agents import GRPO, CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback  # noqa: E402
-from agents.resources import peak_rss_mib  # noqa: E402
+from agents.common.resources import peak_rss_mib  # noqa: E402
 
 RESULTS = Path(__file__).with_name("group_vs_ppo.json")
 

@@ -19,11 +19,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import text_env  # noqa: F401
 from agents import CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
 from agents.cli.compare import tiny_lm_config
-
-
-def rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 2**20
+from agents.common.resources import current_rss_mib
 
 
 class Watch(BaseCallback):
@@ -44,7 +40,7 @@ class Watch(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        self.samples.append((self.episodes, rss_mib()))
+        self.samples.append((self.episodes, current_rss_mib()))
 
 
 def main() -> int:

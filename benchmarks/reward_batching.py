@@ -1,5 +1,5 @@
 """Per-episode reward-scoring cost at 32 envs: one call per finished episode (the env scoring alone) against one
-batched call per vector step (``agents.vec_env.BatchedRewardVecEnv``), side by side in one process.
+batched call per vector step (``agents.common.vec_env.BatchedRewardVecEnv``), side by side in one process.
 
     .venv/bin/python benchmarks/reward_batching.py      # ~1 minute
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.resources import peak_rss_mib
+from agents.common.resources import peak_rss_mib
 
 N_ENVS, PROMPT_TOKENS, NEW_TOKENS, MINIBATCH_EPISODES = 16, 64, 48, 4
 RESULTS = Path(__file__).with_name("results.json")

@@ -11,7 +11,7 @@ from conftest import SHORT_PROMPTS, tiny_gpt2_config
 from stable_baselines3 import PPO
 
 from agents import CausalLMPolicy, generate_completions
-from agents.evaluation import TextEvalCallback
+from agents.common.evaluation import TextEvalCallback
 from text_env import TextGenerationEnv, load_prompts
 
 

@@ -9,7 +9,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
-from agents.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
+from agents.common.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
 
 N = 256  # steps per half: 4 rollouts of 2 envs x 32 steps
 

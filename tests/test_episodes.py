@@ -1,11 +1,11 @@
-"""The episode-major layouts (agents/episodes.py): each against an explicit loop."""
+"""The episode-major layouts (agents/common/episodes.py): each against an explicit loop."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from agents.episodes import env_major, episode_order, from_env_major, stack_steps
+from agents.common.episodes import env_major, episode_order, from_env_major, stack_steps
 
 
 def test_env_major_puts_each_envs_steps_together_and_inverts():

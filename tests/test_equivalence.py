@@ -10,7 +10,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from agents import CausalLMPolicy, EpisodeRolloutBuffer
-from agents.sequences import group_by_prefix
+from agents.common.sequences import group_by_prefix
 from text_env import TextGenerationEnv
 
 PROMPTS = ["Hi", "The movie was", "A", "Plot twist: the"]

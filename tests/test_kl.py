@@ -92,7 +92,7 @@ def test_lora_reference_is_the_same_model_with_adapters_disabled():
 
 
 def test_exact_kl_of_generated_completions_matches_a_token_by_token_computation():
-    from agents.reference import ReferenceModel
+    from agents.common.reference import ReferenceModel
     from text_env import TextGenerationEnv
 
     prompts = ["The movie", "A film about", "I watched", "Plot:", "So", "Why"] * 2
@@ -136,7 +136,7 @@ def test_the_old_target_kl_name_still_works_with_a_warning():
 
 
 def test_the_adaptive_controller_moves_beta_by_the_clipped_error_and_the_fixed_one_does_not():
-    from agents.kl import KLController
+    from agents.common.kl import KLController
 
     adaptive = KLController(0.1, target=6.0, horizon=100)
     adaptive.update(kl_per_episode=12.0, n_episodes=10)  # error clipped to +0.2
@@ -151,7 +151,7 @@ def test_the_adaptive_controller_moves_beta_by_the_clipped_error_and_the_fixed_o
 
 
 def test_reward_shaping_is_the_per_token_log_ratio():
-    from agents.kl import shape_rewards
+    from agents.common.kl import shape_rewards
 
     rewards = np.array([[0.0, 1.0], [0.5, 0.0]], dtype=np.float32)
     log_p = np.log(np.array([[0.5, 0.2], [0.9, 0.1]]))
@@ -174,7 +174,7 @@ def test_a_callback_with_another_models_reference_is_refused():
 
 
 def test_repetition_is_the_share_of_repeated_ngrams_within_each_completion():
-    from agents.generation import GenerationResult
+    from agents.common.generation import GenerationResult
 
     result = GenerationResult(["p", "q"], ["great great great great", "a b c d"], np.zeros(2))
     assert result.repetition(2) == pytest.approx((2 / 3 + 0.0) / 2)  # bigrams: (g,g) x3, 1 distinct; all distinct

@@ -76,7 +76,7 @@ def test_temperature_scales_sampling_and_log_probs_alike():
     cold = make_ppo(temperature=1.0).policy
     hot = make_ppo(temperature=2.5).policy
     hot.load_state_dict(cold.state_dict())
-    base_logits, _ = cold._sequence_outputs(*cold.obs_tokens(obs))
+    base_logits = cold.next_token_logits(obs)  # temperature 1: the raw next-token logits
     expected = torch.log_softmax(base_logits / 2.5, -1).gather(1, actions[:, None]).squeeze(1)
     torch.testing.assert_close(hot.evaluate_actions(obs, actions)[1], expected)
     torch.testing.assert_close(hot.next_token_logits(obs), base_logits / 2.5)

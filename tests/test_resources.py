@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from agents import resources
-from agents.resources import peak_rss_mib
+from agents.common.resources import peak_rss_mib
 
 
 def _in_bare_interpreter(code: str) -> str:

@@ -1,4 +1,4 @@
-"""What the package relies on in SB3's call order and internals (agents/sb3_contract.py): each check fails loudly
+"""What the package relies on in SB3's call order and internals (agents/common/sb3_contract.py): each check fails loudly
 when a release of stable-baselines3 or sb3-contrib changes it."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import CausalLMPolicy, EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
-from agents.sb3_contract import FLATTENED, FLATTENED_MASKABLE
+from agents.common.sb3_contract import FLATTENED, FLATTENED_MASKABLE
 
 N_STEPS, N_ENVS = 8, 2
 

@@ -37,7 +37,7 @@ def no_model_loads(monkeypatch):
 
 def test_the_no_model_guard_fires_on_a_load_through_the_policy(no_model_loads):
     """The guard above catches a deliberately wrong ordering: building the policy (which loads the model through
-    ``agents.policy``'s own import of ``load_causal_lm``) before the options are checked."""
+    ``agents.common.policy``'s own import of ``load_causal_lm``) before the options are checked."""
     import gymnasium as gym
     from stable_baselines3 import PPO
 

@@ -8,7 +8,7 @@ from conftest import SHORT_PROMPTS
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from agents.vec_env import BatchedRewardVecEnv
+from agents.common.vec_env import BatchedRewardVecEnv
 from text_env import TextGenerationEnv
 from text_env.rewards import RewardModel
 

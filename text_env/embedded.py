@@ -12,7 +12,7 @@ converter gives a new directory (reinstalling the same ones does not); old ones 
 
 Why the weights' conversion lives in the env package: the env needs only the tokenizer, but the converted directory
 holds both, because the tokenizer also loads ~35x faster from it (0.2 s against 7 s from the GGUF file) and one
-conversion serves both sides. ``agents.models.load_causal_lm`` reads the weights from the same directory, so
+conversion serves both sides. ``agents.common.models.load_causal_lm`` reads the weights from the same directory, so
 ``text_env`` still imports nothing from ``agents``.
 """
 

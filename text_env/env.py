@@ -77,7 +77,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
       has none (``agents.train`` then sets a slice of ``prompts`` aside and says so).
     - ``defer_scoring``: do not call the reward model; the last step returns reward 0.0 and
       ``info["score_pending"] = True``, and a vector-env wrapper scores every completion that finished in the same
-      vector step in one batched call (``agents.vec_env.BatchedRewardVecEnv`` sets it for you).
+      vector step in one batched call (``agents.common.vec_env.BatchedRewardVecEnv`` sets it for you).
 
     ## Version History
     - v0: initial version.
@@ -327,7 +327,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
 
     # ------------------------------------------------------------------ state, for exact resume
     def get_state(self) -> dict[str, Any]:
-        """The episode in progress and the random generator, for checkpoints (see ``agents.checkpoint``)."""
+        """The episode in progress and the random generator, for checkpoints (see ``agents.common.checkpoint``)."""
         return {
             "input_ids": self._input_ids.copy(),
             "attention_mask": self._attention_mask.copy(),

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.common.resources import peak_rss_mib
 from agents.registry import ALGORITHMS
-from agents.resources import peak_rss_mib
 
 
 def tiny_lm_config() -> Any:

@@ -149,8 +149,8 @@ def setup(config: TrainConfig) -> TrainingRun:
 
     import text_env  # noqa: F401  (registers the ids)
     from agents import KLPenaltyCallback, ReferenceModel
-    from agents.callbacks import RolloutHistoryCallback, TimeBudgetCallback
-    from agents.evaluation import TextEvalCallback
+    from agents.common.callbacks import RolloutHistoryCallback, TimeBudgetCallback
+    from agents.common.evaluation import TextEvalCallback
     from agents.registry import get_algorithm
 
     started = time.monotonic()

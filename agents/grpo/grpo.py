@@ -26,6 +26,8 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.common.policy import CausalLMPolicy
+from agents.common.reference import ReferenceModel
 from agents.grpo.buffers import GroupRolloutBuffer
 from agents.grpo.objective import (
     ADVANTAGES,
@@ -35,8 +37,6 @@ from agents.grpo.objective import (
     aggregate_loss,
     kl_estimate,
 )
-from agents.policy import CausalLMPolicy
-from agents.reference import ReferenceModel
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
 

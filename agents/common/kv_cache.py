@@ -20,7 +20,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from agents.sequences import context_bounds, position_ids_from_mask
+from agents.common.sequences import context_bounds, position_ids_from_mask
 
 
 @dataclass

@@ -9,8 +9,8 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.generation import GenerationResult, generate_completions
-from agents.reference import ReferenceModel
+from agents.common.generation import GenerationResult, generate_completions
+from agents.common.reference import ReferenceModel
 
 
 def summarize(result: GenerationResult) -> dict[str, float]:

@@ -10,8 +10,8 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedModel
 
-from agents.models import unwrap_peft
-from agents.policy import CausalLMPolicyBase
+from agents.common.models import unwrap_peft
+from agents.common.policy import CausalLMPolicyBase
 from text_env.atomic import atomic_directory
 from text_env.tokenizers import resolve_tokenizer
 

@@ -11,23 +11,23 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents.episodes import env_major, from_env_major
-from agents.kl import KLController, shape_rewards
-from agents.models import ModelSpec
-from agents.policy import CausalLMPolicyBase
-from agents.reference import ReferenceModel
+from agents.common.episodes import env_major, from_env_major
+from agents.common.kl import KLController, shape_rewards
+from agents.common.models import ModelSpec
+from agents.common.policy import CausalLMPolicyBase
+from agents.common.reference import ReferenceModel
 
 
 class KLPenaltyCallback(BaseCallback):
     """Shape each token's reward with ``r_t -= kl_coef * (log pi(a_t|s_t) - log pi_ref(a_t|s_t))``.
 
     At the end of each rollout the reference scores all of its transitions at once (one forward pass per episode;
-    with LoRA, one switch of the adapters), the penalty (:func:`~agents.kl.shape_rewards`) is subtracted from the
+    with LoRA, one switch of the adapters), the penalty (:func:`~agents.common.kl.shape_rewards`) is subtracted from the
     rollout buffer's rewards, and the buffer's returns and advantages are recomputed with its own
-    ``compute_returns_and_advantage`` (``agents/sb3_contract.py``, items 1-2). The policy's log-probabilities are
-    the ones stored at sampling time. This works unchanged for PPO, A2C, TRPO and MaskablePPO (whose action masks
-    apply to the reference too). The coefficient comes from a :class:`~agents.kl.KLController`: fixed, or adaptive
-    with ``kl_target``.
+    ``compute_returns_and_advantage`` (``agents/common/sb3_contract.py``, items 1-2). The policy's log-probabilities
+    are the ones stored at sampling time. This works unchanged for PPO, A2C, TRPO and MaskablePPO (whose action
+    masks apply to the reference too). The coefficient comes from a :class:`~agents.common.kl.KLController`: fixed,
+    or adaptive with ``kl_target``.
 
     Logged each rollout: ``kl/per_token`` (mean sampled KL per token), ``kl/per_episode``, ``kl/coef``, and
     ``rollout/score``, the mean unshaped reward-model score of the episodes that ended.

@@ -23,8 +23,8 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.callbacks import KLPenaltyCallback
-from agents.policy import CausalLMPolicyBase
+from agents.common.callbacks import KLPenaltyCallback
+from agents.common.policy import CausalLMPolicyBase
 from text_env.atomic import atomic_file
 
 

@@ -23,3 +23,12 @@ def peak_rss_mib() -> float:
         pass
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    """Resident set size of this process now, in MiB (``/proc/self/statm`` on Linux; elsewhere the peak)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:
+        return peak_rss_mib()

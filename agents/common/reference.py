@@ -18,8 +18,8 @@ import torch
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from agents.models import ModelSpec, load_causal_lm, model_dtype, trunk_and_head
-from agents.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits
+from agents.common.models import ModelSpec, load_causal_lm, model_dtype, trunk_and_head
+from agents.common.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits
 
 
 class ReferenceModel:

@@ -5,12 +5,12 @@ algorithm; so do ``A2C``, sb3-contrib's ``TRPO`` and, with :class:`MaskableCausa
 
 Three execution paths, all exact (see ``tests/test_equivalence.py``):
 
-- **rollouts** (``forward`` under ``no_grad``, once per token): a :class:`~agents.kv_cache.RowKVCache` per env
+- **rollouts** (``forward`` under ``no_grad``, once per token): a :class:`~agents.common.kv_cache.RowKVCache` per env
   row, so each call encodes one new token per row, as ``model.generate`` does;
 - **updates** (``evaluate_actions``, ``get_distribution``, ``predict_values``): transitions that are prefixes of
   one another (one episode) are scored by a single forward pass over the longest
-  (:func:`~agents.sequences.group_by_prefix`); with :class:`~agents.buffers.EpisodeRolloutBuffer` a minibatch
-  holds whole episodes, so an update does one forward pass per episode instead of one per token;
+  (:func:`~agents.common.sequences.group_by_prefix`); with :class:`~agents.common.buffers.EpisodeRolloutBuffer` a
+  minibatch holds whole episodes, so an update does one forward pass per episode instead of one per token;
 - **prediction** (``predict``, step by step in evaluation loops): its own KV cache.
 """
 
@@ -34,8 +34,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from agents.kv_cache import PolicyCaches
-from agents.models import (
+from agents.common.kv_cache import PolicyCaches
+from agents.common.models import (
     ModelSpec,
     disable_dropout,
     hidden_size,
@@ -45,7 +45,7 @@ from agents.models import (
     trunk_and_head,
     unwrap_peft,
 )
-from agents.sequences import context_bounds, group_by_prefix, observation_tokens, position_ids_from_mask
+from agents.common.sequences import context_bounds, group_by_prefix, observation_tokens, position_ids_from_mask
 
 OBS_KEYS = ("input_ids", "attention_mask")
 
@@ -105,7 +105,7 @@ def last_token_hidden(
     """Each trunk's last hidden state at each row's last real token, ``(B, H)`` per trunk, from full forward passes.
 
     With ``share_prefixes``, rows that are prefixes of a longer row (one episode) reuse its forward pass
-    (:func:`~agents.sequences.group_by_prefix`); columns that are padding in every forwarded row are trimmed.
+    (:func:`~agents.common.sequences.group_by_prefix`); columns that are padding in every forwarded row are trimmed.
     """
     if share_prefixes:
         root, position = group_by_prefix(ids, mask, actions)  # (B,), (B,)
@@ -428,7 +428,7 @@ class CausalLMPolicy(CausalLMPolicyBase, ActorCriticPolicy):
 class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
     """:class:`CausalLMPolicy` for sb3-contrib's ``MaskablePPO``: the env's ``action_masks()`` restrict the tokens.
 
-    Pair it with :class:`~agents.buffers.MaskableEpisodeRolloutBuffer` to store masks as one byte per token.
+    Pair it with :class:`~agents.common.buffers.MaskableEpisodeRolloutBuffer` to store masks as one byte per token.
     """
 
     def _distribution(self, logits: torch.Tensor, action_masks: Any = None) -> MaskableDistribution:

@@ -2,7 +2,7 @@
 episode's transitions are contiguous.
 
 The policy scores a batch of transitions with one forward pass per episode when an episode's transitions are
-prefixes of one another (:func:`agents.sequences.group_by_prefix`). SB3 stores rollouts step-major, ``(n_steps,
+prefixes of one another (:func:`agents.common.sequences.group_by_prefix`). SB3 stores rollouts step-major, ``(n_steps,
 n_envs, ...)``; each consumer that hands transitions to the policy or the reference reorders them here first:
 
 - :func:`env_major` / :func:`from_env_major`: ``(S, E, ...)`` <-> ``(E * S, ...)``, SB3's own flattening order

@@ -3,7 +3,7 @@
 SB3's stock buffers shuffle single transitions, so a minibatch of 64 tokens touches ~64 different episodes and the
 policy needs ~64 forward passes. These buffers shuffle *episodes* instead and cut the concatenated transitions into
 minibatches of exactly ``batch_size``: each minibatch covers a handful of episodes, and the policy scores each with
-one forward pass (see :func:`agents.sequences.group_by_prefix`). Everything else (GAE, returns, sample types) is
+one forward pass (see :func:`agents.common.sequences.group_by_prefix`). Everything else (GAE, returns, sample types) is
 the stock buffer's.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 from sb3_contrib.common.maskable.buffers import MaskableDictRolloutBuffer
 from stable_baselines3.common.buffers import DictRolloutBuffer
 
-from agents.episodes import episode_order
-from agents.sb3_contract import FLATTENED, FLATTENED_MASKABLE
+from agents.common.episodes import episode_order
+from agents.common.sb3_contract import FLATTENED, FLATTENED_MASKABLE
 
 
 class _EpisodeMinibatches:
@@ -29,7 +29,7 @@ class _EpisodeMinibatches:
     full: bool
     generator_ready: bool
     episode_starts: np.ndarray
-    #: The arrays the stock ``get()`` flattens (agents.sb3_contract, item 3).
+    #: The arrays the stock ``get()`` flattens (agents.common.sb3_contract, item 3).
     flattened: tuple[str, ...] = FLATTENED
 
     def flatten(self) -> None:

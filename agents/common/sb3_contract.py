@@ -25,12 +25,12 @@ below their next major version.
    only allocates float32 masks (sb3-contrib ``common/maskable/buffers.py``). [test: masks are bool]
 5. **Locals of ``collect_rollouts``.** The KL callback reads ``self.locals["dones"]``, ``["infos"]`` and
    ``["new_obs"]``, which ``collect_rollouts`` passes through ``callback.update_locals(locals())``. [test: locals]
-6. **State in ``model.save``.** :func:`~agents.checkpoint.save_checkpoint` sets a temporary model attribute and
+6. **State in ``model.save``.** :func:`~agents.common.checkpoint.save_checkpoint` sets a temporary model attribute and
    passes ``include=["resume_state"]`` to ``BaseAlgorithm.save``, which pickles included attributes with the model
    (``base_class.py``, ``save``: ``data = self.__dict__.copy()`` ... ``include``).
 7. **TRPO's double backward.** sb3-contrib's ``TRPO.train`` is the only caller of ``policy.get_distribution`` with
    gradients on (its Hessian-vector products); the policy runs attention on the math kernel there
-   (:func:`~agents.policy.double_backward_attention`).
+   (:func:`~agents.common.policy.double_backward_attention`).
 8. **GRPO's hooks.** :class:`~agents.GRPO` overrides ``collect_rollouts`` and ``train`` (called by
    ``OnPolicyAlgorithm.learn`` in that order), builds its buffer through ``rollout_buffer_class`` with the
    constructor arguments ``OnPolicyAlgorithm._setup_model`` passes, saves its reference with

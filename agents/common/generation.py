@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from stable_baselines3.common.utils import obs_as_tensor
 
-from agents.episodes import stack_steps
-from agents.policy import CausalLMPolicyBase, MaskableCausalLMPolicy
-from agents.reference import ReferenceModel
+from agents.common.episodes import stack_steps
+from agents.common.policy import CausalLMPolicyBase, MaskableCausalLMPolicy
+from agents.common.reference import ReferenceModel
 from text_env.env import TextGenerationEnv
 
 
