@@ -58,6 +58,14 @@ def test_the_no_model_guard_fires_on_a_load_through_the_policy(no_model_loads):
         (["--device", "cuda"], "no CUDA GPU"),
         (["--algorithm", "grpo", "--n-envs", "6", "--group-size", "4"], "needs group_size >= 2 dividing n_envs"),
         (["--kl-in", "logits"], "kl_in must be"),
+        # the task flags
+        (["--env-id", "text_env/Vowels-v0"], "do not belong together"),  # char tokenizer, SmolLM2's 49,152 rows
+        (["--env-id", "text_env/TextGeneration-v0"], "give --prompts and --reward"),
+        (["--reward", "sentimental"], "Unknown reward 'sentimental'"),
+        (["--reward", "length:forty"], "whole number of words"),
+        (["--prompts", "no/such/file.txt"], "is not a file"),
+        (["--model", "no/such/dir"], "neither 'smollm2-135m-instruct' nor a local directory"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
     ],
 )
 def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, message, capsys, no_model_loads):
@@ -112,25 +120,6 @@ def test_tensorboard_without_the_package_fails_before_any_model_loads(capsys, no
         parse_config(["--tensorboard-log", "runs/tb"])
     assert exit_info.value.code == 2
     assert "pip install 'text-env-rl[tensorboard]'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--env-id", "text_env/Vowels-v0"], "do not belong together"),  # char tokenizer, SmolLM2's 49,152 rows
-        (["--env-id", "text_env/TextGeneration-v0"], "give --prompts and --reward"),
-        (["--reward", "sentimental"], "Unknown reward 'sentimental'"),
-        (["--reward", "length:forty"], "whole number of words"),
-        (["--prompts", "no/such/file.txt"], "is not a file"),
-        (["--model", "no/such/dir"], "neither 'smollm2-135m-instruct' nor a local directory"),
-        (["--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
-    ],
-)
-def test_task_flag_problems_exit_before_any_weights_load(argv, message, capsys, no_model_loads):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_config(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
 
 
 def test_a_task_assembled_from_flags_trains_and_is_evaluated_on_prompts_set_aside(tmp_path, capsys):
