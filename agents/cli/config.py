@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.common.policy import COMPUTE_DTYPES
+from agents.grpo.objective import KL_ESTIMATORS
 from agents.registry import ALGORITHMS
 
 #: Options renamed since the first release: old name -> new name (still read, with a DeprecationWarning).
@@ -152,10 +154,10 @@ class TrainConfig:
                     f"{self.algorithm} needs group_size >= 2 dividing n_envs, got group_size={self.group_size} and "
                     f"n_envs={self.n_envs}"
                 )
-        if self.compute_dtype not in ("float32", "bfloat16"):
-            problems.append(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
-        if self.kl_estimator not in ("k1", "k2", "k3"):
-            problems.append(f"kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            problems.append(f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.compute_dtype!r}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            problems.append(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if self.kl_in not in ("loss", "reward"):
             problems.append(f"kl_in must be 'loss' or 'reward', got {self.kl_in!r}")
         if self.clip_range_high is not None and self.clip_range_high <= 0:

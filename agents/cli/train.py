@@ -159,10 +159,9 @@ def setup(config: TrainConfig) -> TrainingRun:
     (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({config.n_envs} envs, {config.device})")
     task = config.task_kwargs()
-    probe = gym.make(config.env_id, **task).unwrapped  # the task as the flags assemble it
-    prompts = held_out_prompts(config, probe, task)  # may set training prompts aside in ``task``
+    eval_env = gym.make(config.env_id, **task)  # the task as the flags assemble it; it generates given prompts only
+    prompts = held_out_prompts(config, eval_env.unwrapped, task)  # may set training prompts aside in ``task``
     env = make_vec_env(config.env_id, n_envs=config.n_envs, seed=config.seed, env_kwargs=task)
-    eval_env = gym.make(config.env_id, **task)
     model = build_model(config, env)
     formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
     model.set_logger(configure(str(config.tensorboard_log or config.run_dir / "logs"), formats))

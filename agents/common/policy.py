@@ -45,10 +45,13 @@ from agents.common.models import (
     trunk_and_head,
     unwrap_peft,
 )
-from agents.common.sequences import context_bounds, group_by_prefix, observation_tokens, position_ids_from_mask
-
-OBS_KEYS = ("input_ids", "attention_mask")
-
+from agents.common.sequences import (
+    OBS_KEYS,
+    context_bounds,
+    group_by_prefix,
+    observation_tokens,
+    position_ids_from_mask,
+)
 
 COMPUTE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
@@ -467,8 +470,6 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
 
 def lm_policy_class_for(algorithm: str | type) -> type[BasePolicy]:
     """Deprecated: use ``agents.registry.get_algorithm(name).policy_class``."""
-    import warnings
-
     from agents.registry import ALGORITHMS
 
     warnings.warn(

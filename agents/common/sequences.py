@@ -17,12 +17,15 @@ _R1, _R2 = 1_000_003, 916_132_831
 _POWERS: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
+#: The keys of a ``TextGenerationEnv`` observation.
+OBS_KEYS = ("input_ids", "attention_mask")
+
+
 def observation_tokens(obs: Any, length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` of a batch of ``TextGenerationEnv`` observations as long tensors
     ``(B, length)``, checked. SB3 may hand them over as floats (``preprocess_obs`` casts a ``Box`` to float32)."""
-    keys = ("input_ids", "attention_mask")
-    if not isinstance(obs, dict) or any(key not in obs for key in keys):
-        raise ValueError(f"The policy expects a dict observation with keys {keys}, got {type(obs).__name__}.")
+    if not isinstance(obs, dict) or any(key not in obs for key in OBS_KEYS):
+        raise ValueError(f"The policy expects a dict observation with keys {OBS_KEYS}, got {type(obs).__name__}.")
     ids, mask = obs["input_ids"], obs["attention_mask"]
     if ids.dim() != 2 or ids.shape[1] != length or ids.shape != mask.shape:
         raise ValueError(

@@ -185,11 +185,9 @@ class GroupRolloutBuffer(BaseBuffer):
         keep = ~all_equal if drop_all_equal_groups else np.ones_like(all_equal)
         self.keep_completion = np.repeat(keep, self.group_size, axis=-1).reshape(rewards.shape)
         stats.update(
-            reward=float(rewards.mean()),
             group_reward_std=float(groups.std(-1, ddof=1).mean()),
             all_equal_groups=float(all_equal.mean()),
             completion_length=float(self.completion_lengths().mean()),
-            completions=float(rewards.size),
         )
         return stats
 

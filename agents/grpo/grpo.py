@@ -14,6 +14,7 @@ progress bar, ``save``/``load`` and ``reset_num_timesteps`` as they are.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -348,7 +349,9 @@ class GRPO(OnPolicyAlgorithm):
         clip_high = clip_low if self.clip_range_high is None else float(self.clip_range_high)
         per_batch = None if self.batch_size is None else self.batch_size // self.completion_length
         use_kl_loss = self.kl_in == "loss" and self.kl_coef > 0
-        logs: dict[str, list[float]] = {k: [] for k in ("loss", "pg", "kl", "entropy", "clip", "approx_kl")}
+        logs: dict[str, list[float]] = {  # logged as train/<key>
+            k: [] for k in ("loss", "policy_gradient_loss", "kl_loss", "entropy", "clip_fraction", "approx_kl")
+        }
         first_ratio_deviation = None
         continue_training = True
         for epoch in range(self.n_epochs):
@@ -366,22 +369,25 @@ class GRPO(OnPolicyAlgorithm):
                     assert batch.ref_log_prob is not None
                     kl_per_token = kl_estimate(log_prob - batch.ref_log_prob, self.kl_estimator)  # (N,)
                     per_token = per_token + self.kl_coef * kl_per_token
-                    logs["kl"].append(float(kl_per_token.detach().mean()))
+                    logs["kl_loss"].append(float(kl_per_token.detach().mean()))
                 if self.ent_coef and entropy is not None:
                     per_token = per_token - self.ent_coef * entropy
-                aggregate = dict(
+                reduce = functools.partial(
+                    aggregate_loss,
                     completion=batch.completion,
                     n_completions=batch.n_completions,
                     how=self.loss_aggregation,
                     max_completion_length=self.completion_length,
                 )
-                loss = aggregate_loss(per_token, **aggregate)  # type: ignore[arg-type]
+                loss = reduce(per_token)
 
                 with torch.no_grad():
-                    approx_kl = float(((ratio - 1) - log_ratio).mean())  # Schulman's k3 of pi_old vs pi
+                    approx_kl = float(kl_estimate(-log_ratio, "k3").mean())  # KL(pi_old || pi), PPO's approx_kl
                     logs["approx_kl"].append(approx_kl)
-                    logs["pg"].append(float(aggregate_loss(pg_per_token, **aggregate)))  # type: ignore[arg-type]
-                    logs["clip"].append(float(((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float().mean()))
+                    logs["policy_gradient_loss"].append(float(reduce(pg_per_token)))
+                    logs["clip_fraction"].append(
+                        float(((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float().mean())
+                    )
                     logs["loss"].append(float(loss))
                     if entropy is not None:
                         logs["entropy"].append(float(entropy.mean()))
@@ -398,17 +404,9 @@ class GRPO(OnPolicyAlgorithm):
             if not continue_training:
                 break
 
-        names = {
-            "loss": "loss",
-            "pg": "policy_gradient_loss",
-            "kl": "kl_loss",
-            "entropy": "entropy",
-            "clip": "clip_fraction",
-            "approx_kl": "approx_kl",
-        }
-        for key, name in names.items():
-            if logs[key]:
-                self.logger.record(f"train/{name}", float(np.mean(logs[key])))
+        for key, values in logs.items():
+            if values:
+                self.logger.record(f"train/{key}", float(np.mean(values)))
         if first_ratio_deviation is not None:
             self.logger.record("train/first_ratio_deviation", first_ratio_deviation)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
