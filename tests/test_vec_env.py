@@ -58,3 +58,20 @@ def test_the_wrapper_needs_text_envs():
 
     with pytest.raises(TypeError, match="TextGenerationEnv"):
         BatchedRewardVecEnv(DummyVecEnv([lambda: IdentityEnv(3)]))
+
+
+def test_a_nan_score_in_a_batch_names_its_pair():
+    class NanForB(RewardModel):
+        def score(self, prompts, completions):
+            return np.array([np.nan if p == "B" else 1.0 for p in prompts])
+
+    make = lambda: TextGenerationEnv(["A", "B"], "char", NanForB(), max_prompt_tokens=4, max_new_tokens=1)  # noqa: E731
+    venv = BatchedRewardVecEnv(make_vec_env(make, n_envs=4, seed=0))
+    venv.reset()
+    for _ in range(20):  # random prompts: some step scores a batch holding "B"
+        try:
+            venv.step(np.full(4, 40))
+        except ValueError as error:
+            assert "non-finite" in str(error) and "First bad pair: prompt='B'" in str(error)
+            return
+    pytest.fail("no batch held prompt B")

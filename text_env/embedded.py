@@ -70,12 +70,20 @@ def cached_conversion(target: Path, convert: Callable[[Path], None]) -> Path:
     """Return ``target``, first creating it with ``convert(staging_dir)`` if it does not exist.
 
     ``convert`` writes into an empty staging directory next to ``target``, which is then renamed to ``target`` in
-    one step. If ``convert`` fails, the staging directory is removed and ``target`` is not created. If another
-    process finishes the same conversion first, its result is kept and this one is discarded.
+    one step. If ``convert`` fails, the staging directory is removed and ``target`` is not created. The conversion
+    holds a file lock (``<target>.lock``), so N processes starting together on a fresh machine (e.g. subprocess
+    envs) convert once: the others wait, then read the result. If another process still finishes the same
+    conversion first (without the lock), its result is kept and this one is discarded.
     """
     if target.is_dir():
         return target
-    return atomic_directory(target, convert, replace=False)
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if target.is_dir():  # converted by another process while this one waited for the lock
+            return target
+        return atomic_directory(target, convert, replace=False)
 
 
 def _convert_embedded(directory: Path) -> None:

@@ -215,10 +215,26 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     def _observation(self) -> ObsType:
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
 
+    def _warn_if_an_episode_was_cut(self) -> None:
+        """A reset while an episode is under way means its completion was never scored: usually a ``TimeLimit``
+        wrapper (``gym.make(..., max_episode_steps=k)`` with ``k < max_new_tokens``), which truncates episodes from
+        outside the env. Said once per env, since every later episode is cut the same way."""
+        if not self._done and self._num_new > 0 and not getattr(self, "_warned_cut", False):
+            self._warned_cut = True
+            warnings.warn(
+                f"An episode was reset after {self._num_new} of max_new_tokens={self.max_new_tokens} tokens, before "
+                "its completion was scored: no reward was paid for it. A TimeLimit wrapper does this to every "
+                "episode when gym.make(..., max_episode_steps=k) has k < max_new_tokens: drop max_episode_steps (the "
+                "env ends its own episodes) or lower max_new_tokens.",
+                UserWarning,
+                stacklevel=3,
+            )
+
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
+        self._warn_if_an_episode_was_cut()
         options = options or {}
         unknown = set(options) - {"prompt", "prompt_index"}
         if unknown or len(options) > 1:
@@ -323,7 +339,10 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 f"Reward model {self.reward_model!r} raised {type(error).__name__} while scoring prompt={prompt!r}, "
                 f"completion={completion!r}: {error}"
             ) from error
-        return float(check_scores(scores, 1, self.reward_model)[0])
+        try:
+            return float(check_scores(scores, 1, self.reward_model)[0])
+        except (TypeError, ValueError) as error:  # e.g. NaN: name the pair, as for a reward model that raises
+            raise type(error)(f"{error} The pair: prompt={prompt!r}, completion={completion!r}.") from None
 
     # ------------------------------------------------------------------ state, for exact resume
     def get_state(self) -> dict[str, Any]:

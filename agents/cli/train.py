@@ -72,7 +72,7 @@ def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
     policy_kwargs: dict[str, Any] = dict(
         model=config.model if model is None else model,
         temperature=config.temperature,
-        compute_dtype=config.compute_dtype,
+        compute_dtype=config.resolved_compute_dtype(),
     )
     if config.lora_r > 0:
         policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
@@ -211,7 +211,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "algorithm": config.algorithm,
         "model": config.model,
         "seed": config.seed,
-        "compute_dtype": config.compute_dtype,
+        "compute_dtype": config.resolved_compute_dtype(),
         "budget_minutes": config.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens
         "train_seconds": round(train_seconds, 1),

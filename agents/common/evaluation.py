@@ -41,9 +41,9 @@ def summarize(result: GenerationResult) -> dict[str, float]:
 
 
 class TextEvalCallback(BaseCallback):
-    """Every ``every_n_rollouts`` rollouts (and at the start and end of training), generate completions for
-    held-out prompts and log ``eval/score``, ``eval/kl``, ``eval/distinct_1``, ``eval/distinct_2``,
-    ``eval/length`` and ``eval/sample_<i>`` texts to the SB3 logger (console, CSV, TensorBoard).
+    """Every ``every_n_rollouts`` rollouts (after the update on them), at the start and at the end of training,
+    generate completions for held-out prompts and log ``eval/score``, ``eval/kl``, ``eval/distinct_1``,
+    ``eval/distinct_2``, ``eval/length`` and ``eval/sample_<i>`` texts to the SB3 logger (console, CSV, TensorBoard).
 
     :param env: an environment of the task (it supplies tokenizer, lengths and reward model).
     :param prompts: the held-out prompts.
@@ -83,6 +83,7 @@ class TextEvalCallback(BaseCallback):
         self.first_result: GenerationResult | None = None
         self.last_result: GenerationResult | None = None
         self._rollouts = 0
+        self._updated_since_evaluation = False
 
     def _resolve_reference(self) -> ReferenceModel | None:
         reference = self.reference
@@ -115,15 +116,23 @@ class TextEvalCallback(BaseCallback):
         self.history.append({"timesteps": float(self.num_timesteps), **metrics})
         self.first_result = self.first_result or result
         self.last_result = result
+        self._updated_since_evaluation = False
         return metrics
 
     def _on_training_start(self) -> None:
         if not self.history:
             self.evaluate()
 
-    def _on_rollout_end(self) -> None:
+    def on_rollout_end(self) -> None:
+        """Count the rollout (whatever subclasses do in ``_on_rollout_end``): an update on it follows."""
         self._rollouts += 1
-        if self._rollouts % self.every_n_rollouts == 0:
+        self._updated_since_evaluation = True
+        super().on_rollout_end()
+
+    def _on_rollout_start(self) -> None:
+        # At a rollout's start the previous rollout's update is done: the evaluation sees the policy trained on
+        # every token counted in num_timesteps (at a rollout's end it would miss the update on that rollout).
+        if self._rollouts and self._rollouts % self.every_n_rollouts == 0 and self._updated_since_evaluation:
             self.evaluate()
             self.model.policy.set_training_mode(False)
 
@@ -131,5 +140,5 @@ class TextEvalCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
-        if not self.history or self.history[-1]["timesteps"] != self.num_timesteps:
+        if not self.history or self._updated_since_evaluation:  # the final policy, once
             self.evaluate()

@@ -59,7 +59,14 @@ class BatchedRewardVecEnv(VecEnvWrapper):
                     f"Reward model {self.reward_model!r} raised {type(error).__name__} while scoring {len(pending)} "
                     f"completions (first: prompt={prompts[0]!r}, completion={completions[0]!r}): {error}"
                 ) from error
-            scores = check_scores(raw, len(pending), self.reward_model)
+            try:
+                scores = check_scores(raw, len(pending), self.reward_model)
+            except ValueError as error:  # e.g. NaN: name the first pair whose score is not finite
+                values = np.asarray(raw, dtype=np.float64).reshape(-1)
+                bad = int(np.flatnonzero(~np.isfinite(values))[0]) if values.shape == (len(pending),) else 0
+                raise ValueError(
+                    f"{error} First bad pair: prompt={prompts[bad]!r}, completion={completions[bad]!r}."
+                ) from None
             self.calls += 1
             for i, score in zip(pending, scores, strict=True):
                 rewards[i] += np.float32(score)

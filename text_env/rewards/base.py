@@ -29,6 +29,24 @@ class RewardModel:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickling (subprocess and async vector envs send the env factory, reward model included, to each worker):
+        fails with the fix named instead of a bare pickling error from inside the vector env."""
+        import cloudpickle
+
+        state = dict(self.__dict__)
+        for name, value in state.items():
+            try:
+                cloudpickle.dumps(value)
+            except Exception as error:  # pickling raises TypeError, PicklingError, AttributeError, ...
+                raise TypeError(
+                    f"{self!r} cannot be pickled (its attribute {name!r}: {error}), so it cannot be sent to a "
+                    "subprocess or async vector env. Use DummyVecEnv / vectorization_mode='sync', or build the "
+                    "reward model inside each worker (a reward spec string such as 'sentiment', or an env factory "
+                    "that creates it)."
+                ) from error
+        return state
+
 
 def check_scores(scores: object, expected: int, source: object) -> np.ndarray:
     """Return ``scores`` as a float64 array of length ``expected``, or raise an error naming ``source``."""

@@ -53,8 +53,23 @@ class ClassifierReward(RewardModel):
         if output not in ("logit", "probability"):
             raise ValueError(f"output must be 'logit' or 'probability', got {output!r}.")
         self.name = str(model_name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path).to(device).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_name_or_path).to(device).eval()
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"ClassifierReward: cannot load a sequence classifier with its tokenizer from {self.name!r} offline "
+                f"({error}). Pass a local directory saved with save_pretrained (model and tokenizer)."
+            ) from error
+        if self.tokenizer.pad_token is None:  # batches of several texts need padding
+            if self.tokenizer.eos_token is None:
+                raise ValueError(
+                    f"ClassifierReward: the tokenizer of {self.name!r} has neither a pad nor an EOS token, so texts "
+                    "cannot be batched: save the tokenizer with a pad token (tokenizer.pad_token = ...)."
+                )
+            self.tokenizer.pad_token = self.tokenizer.eos_token  # the usual choice for GPT-style classifiers
+        if self.model.config.pad_token_id is None:  # last-token classifiers find each text's end by the pad id
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
         id2label = {int(i): str(name) for i, name in self.model.config.id2label.items()}
         if isinstance(label, str):
             matches = [i for i, name in id2label.items() if name == label]
