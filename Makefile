@@ -45,8 +45,8 @@ compare: setup
 	HF_HUB_OFFLINE=1 $(PY) -m agents.compare $(COMPARE_ARGS)
 
 # The real-task comparison (PPO, GRPO, RLOO on PositiveReview-v0 with SmolLM2 + LoRA, 3 seeds, equal budgets of
-# generated tokens, best-of-n reference): about 50 minutes on 2 CPU cores; outputs in runs/compare-real/.
+# generated tokens, best-of-n reference): 55 minutes on 2 CPU cores; outputs in runs/compare-real/.
 COMPARE_REAL_ARGS ?= --env-id text_env/PositiveReview-v0 --algorithms ppo grpo rloo --seeds 0 1 2 \
-	--budget-tokens 18432 --eval-every-tokens 3072 --compute-dtype bfloat16 --workers 2 --out runs/compare-real
+	--budget-tokens 23040 --eval-every-tokens 4608 --compute-dtype bfloat16 --workers 2 --out runs/compare-real
 compare-real: setup
 	HF_HUB_OFFLINE=1 $(PY) -m agents.compare $(COMPARE_REAL_ARGS) $(COMPARE_ARGS)

@@ -4,6 +4,7 @@ critic-free group algorithms.
 ``PPO(CausalLMPolicy, env, policy_kwargs=dict(model="smollm2-135m-instruct"))`` and the same with A2C, TRPO, or
 ``MaskablePPO(MaskableCausalLMPolicy, ...)``; :class:`KLPenaltyCallback` keeps the policy near its reference.
 ``GRPO(CausalLMPolicy, env, group_size=4, advantage="grpo" | "dr_grpo" | "rloo")`` needs no value head.
+:class:`DataParallelCallback` (last in the callback list, under torchrun) trains any of them data-parallel.
 :func:`make_algorithm` builds any of them by name (:data:`ALGORITHMS`).
 
 Layout, as SB3's: ``agents/common/`` (shared pieces), ``agents/grpo/`` (one home per algorithm of ours),
@@ -15,6 +16,7 @@ import sys
 
 from agents.common.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
 from agents.common.callbacks import KLPenaltyCallback
+from agents.common.distributed import DataParallelCallback
 from agents.common.export import export_pretrained
 from agents.common.generation import GenerationResult, generate_completions
 from agents.common.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy, lm_policy_class_for
@@ -26,6 +28,7 @@ __all__ = [
     "ALGORITHMS",
     "GRPO",
     "CausalLMPolicy",
+    "DataParallelCallback",
     "EpisodeRolloutBuffer",
     "GenerationResult",
     "KLPenaltyCallback",

@@ -129,12 +129,13 @@ def test_a_reward_model_that_cannot_be_pickled_names_the_fix_for_subprocess_envs
 
 def test_a_time_limit_below_the_completion_length_warns_that_no_reward_is_paid():
     env = gym.make("text_env/Vowels-v0", max_episode_steps=3)  # Vowels completes 8 characters
-    env.reset(seed=0)
-    for _ in range(3):
-        *_, terminated, truncated, _ = env.step(40)
-    assert truncated and not terminated  # cut by the TimeLimit, unpaid
+    for episode in range(3):  # cut, cut, cut: counted at the next resets
+        env.reset(seed=episode)
+        for _ in range(3):
+            *_, terminated, truncated, _ = env.step(40)
+        assert truncated and not terminated  # cut by the TimeLimit, unpaid
     with pytest.warns(UserWarning, match="reset after 3 of max_new_tokens=8 tokens.*max_episode_steps"):
-        env.reset()
+        env.reset()  # the third cut in a row at the same length: said once
 
 
 def test_episodes_that_end_on_their_own_reset_silently(recwarn):

@@ -178,3 +178,22 @@ def test_repetition_is_the_share_of_repeated_ngrams_within_each_completion():
 
     result = GenerationResult(["p", "q"], ["great great great great", "a b c d"], np.zeros(2))
     assert result.repetition(2) == pytest.approx((2 / 3 + 0.0) / 2)  # bigrams: (g,g) x3, 1 distinct; all distinct
+
+
+def test_reference_log_probs_in_chunks_equal_those_of_one_pass():
+    """log_probs never holds more than chunk_rows rows of logits, and gives what the full (B, V) logits give."""
+    from agents.common.reference import ReferenceModel
+    from text_env import TextGenerationEnv
+
+    env = TextGenerationEnv(
+        ["The movie", "Plot:"], "char", lambda p, c: np.zeros(len(c)), max_prompt_tokens=16, max_new_tokens=6
+    )
+    model = PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=12, batch_size=12, seed=0)
+    model.learn(12)  # one rollout: two 6-token episodes in the buffer
+    buffer = model.rollout_buffer
+    obs = {key: torch.as_tensor(value.reshape(12, -1)) for key, value in buffer.observations.items()}  # (12, L)
+    actions = torch.as_tensor(buffer.actions.reshape(-1))  # (12,)
+    whole = torch.log_softmax(ReferenceModel(model.policy, chunk_rows=100).logits(obs, actions), -1)
+    expected = whole.gather(1, actions.long()[:, None]).squeeze(1)
+    chunked = ReferenceModel(model.policy, chunk_rows=5).log_probs(obs, actions)  # 5 + 5 + 2 rows
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)

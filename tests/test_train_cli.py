@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from conftest import tiny_gpt2_config
@@ -201,3 +202,99 @@ def test_auto_compute_dtype_is_bfloat16_only_where_the_cpu_runs_it_natively(tmp_
         monkeypatch.setattr(config_module, "native_bfloat16", lambda device, native=native: native)
         assert TrainConfig().resolved_compute_dtype() == expected
         assert TrainConfig(compute_dtype="float32").resolved_compute_dtype() == "float32"
+
+
+FLAKY_REWARD = '''
+import numpy as np
+
+STATE = {"calls": 0, "nan_from_call": None}
+
+
+def score(prompts, completions):
+    """Counts vowels; returns NaN from the given call on (None: never)."""
+    STATE["calls"] += 1
+    if STATE["nan_from_call"] is not None and STATE["calls"] >= STATE["nan_from_call"]:
+        return np.full(len(prompts), np.nan)
+    return np.array([sum(ch in "aeiou" for ch in c) / 8 for c in completions])
+'''
+
+
+def _tiny_run_argv(tmp_path, *extra, model_dir=None):
+    model_dir = model_dir or tmp_path / "tiny"
+    if not model_dir.exists():
+        AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
+    return [
+        "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--reward", "python:flaky_reward:score",
+        "--n-envs", "2", "--n-steps", "8", "--batch-size", "16", "--eval-prompts", "2", "--eval-every", "100",
+        "--checkpoint-every", "1", "--budget-minutes", "10", "--output-dir", str(tmp_path / "runs"), "--name", "t",
+        "--compute-dtype", "float32", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def flaky_reward(tmp_path, monkeypatch):
+    (tmp_path / "flaky_reward.py").write_text(FLAKY_REWARD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    module = importlib.import_module("flaky_reward")
+    yield module.STATE
+    sys.modules.pop("flaky_reward", None)  # the next test imports a fresh one
+
+
+def test_a_nan_reward_stops_the_run_naming_its_pair_and_keeps_the_last_checkpoint(tmp_path, flaky_reward, capsys):
+    from stable_baselines3 import PPO
+
+    from agents.common.checkpoint import latest_checkpoint, load_checkpoint
+
+    flaky_reward["nan_from_call"] = 13  # after the first evaluation, 2 calls per rollout: a few rollouts in
+    assert main(_tiny_run_argv(tmp_path, "--total-timesteps", "160")) == 1
+    error = capsys.readouterr().err
+    assert "non-finite scores [nan]" in error and "prompt=" in error and "completion=" in error
+    assert "is intact" in error and "--resume" in error
+    newest = latest_checkpoint(tmp_path / "runs" / "t" / "checkpoints")
+    assert f"The last checkpoint, {newest}, is intact" in error
+    stopped_at = int(error.split("Training stopped after ")[1].split()[0])
+    model, kl_callback = load_checkpoint(PPO, newest, make_vec_env_for_resume())
+    # saved at the start of the failing rollout (16 env steps each), before the NaN
+    assert model.num_timesteps % 16 == 0 and stopped_at - 16 < model.num_timesteps <= stopped_at
+    assert kl_callback is not None
+
+
+def make_vec_env_for_resume():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    return make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+
+
+def test_resume_continues_exactly_where_a_straight_run_goes(tmp_path, flaky_reward):
+    import torch
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    tiny = tmp_path / "tiny"  # one base model for both runs
+    assert main(_tiny_run_argv(straight, "--total-timesteps", "96", "--eval-every", "2", model_dir=tiny)) == 0
+    (tmp_path / "cut").mkdir()
+    # 3 rollouts, evaluated at other points; the newest checkpoint is at the start of the third
+    assert main(_tiny_run_argv(tmp_path / "cut", "--total-timesteps", "48", "--eval-every", "1", model_dir=tiny)) == 0
+    cut = tmp_path / "cut" / "runs" / "t"
+    assert main(["--resume", str(cut), "--total-timesteps", "96"]) == 0
+    summary = json.loads((cut / "summary.json").read_text())
+    assert summary["timesteps"] == 96 and summary["before"]["timesteps"] == 0  # the first run's evaluation kept
+    weights = [
+        AutoModelForCausalLM.from_pretrained(run / "model").state_dict() for run in (straight / "runs" / "t", cut)
+    ]
+    for name, value in weights[0].items():
+        assert torch.allclose(weights[1][name], value, rtol=0, atol=1e-6), (
+            name,
+            (weights[1][name] - value).abs().max(),
+        )
+
+
+@pytest.mark.parametrize(("has_config", "message"), [(False, "no config.yaml there"), (True, "wrote no checkpoint")])
+def test_resume_without_a_run_or_checkpoint_exits_2(tmp_path, capsys, has_config, message):
+    if has_config:
+        (tmp_path / "config.yaml").write_text("seed: 0\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--resume", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

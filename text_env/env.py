@@ -216,16 +216,23 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         return {"input_ids": self._input_ids.copy(), "attention_mask": self._attention_mask.copy()}
 
     def _warn_if_an_episode_was_cut(self) -> None:
-        """A reset while an episode is under way means its completion was never scored: usually a ``TimeLimit``
-        wrapper (``gym.make(..., max_episode_steps=k)`` with ``k < max_new_tokens``), which truncates episodes from
-        outside the env. Said once per env, since every later episode is cut the same way."""
-        if not self._done and self._num_new > 0 and not getattr(self, "_warned_cut", False):
+        """Three episodes in a row reset at the same length, before their completions were scored, is what a
+        ``TimeLimit`` wrapper does (``gym.make(..., max_episode_steps=k)`` with ``k < max_new_tokens``, invisible
+        from inside the env): no reward is ever paid. Said once per env. (Single early resets, as env checkers make,
+        are normal and stay silent.)"""
+        if self._done or self._num_new < 2:  # finished, or not really started: not a cut
+            self._cuts = 0 if self._done else getattr(self, "_cuts", 0)
+            return
+        same = self._num_new == getattr(self, "_cut_length", None)
+        self._cuts = getattr(self, "_cuts", 0) + 1 if same else 1
+        self._cut_length = self._num_new
+        if self._cuts >= 3 and not getattr(self, "_warned_cut", False):
             self._warned_cut = True
             warnings.warn(
-                f"An episode was reset after {self._num_new} of max_new_tokens={self.max_new_tokens} tokens, before "
-                "its completion was scored: no reward was paid for it. A TimeLimit wrapper does this to every "
-                "episode when gym.make(..., max_episode_steps=k) has k < max_new_tokens: drop max_episode_steps (the "
-                "env ends its own episodes) or lower max_new_tokens.",
+                f"Episodes keep being reset after {self._num_new} of max_new_tokens={self.max_new_tokens} tokens, "
+                "before their completions are scored: no reward is paid for them. A TimeLimit wrapper does this when "
+                "gym.make(..., max_episode_steps=k) has k < max_new_tokens: drop max_episode_steps (the env ends its "
+                "own episodes) or lower max_new_tokens.",
                 UserWarning,
                 stacklevel=3,
             )

@@ -285,6 +285,7 @@ def task_configs(args: argparse.Namespace) -> tuple[Any, list[Any], int, int]:
             total_timesteps=budget,
             budget_minutes=NO_TIME_BUDGET_MINUTES,
             eval_every=rounded // rollout,
+            checkpoint_every=0,  # a comparison run is repeated, not resumed
         )
         for algorithm in args.algorithms
         for seed in args.seeds

@@ -43,6 +43,18 @@ class TrainConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "reuse <output_dir>/<name> (default: an earlier run's directory is kept)"}
     )
+    checkpoint_every: int = field(
+        default=10,
+        metadata={"help": "save an exactly resumable checkpoint in <run>/checkpoints every N rollouts (0: never)"},
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept (the newest)"})
+    resume: str | None = field(
+        default=None,
+        metadata={
+            "help": "continue the run in this directory from its newest checkpoint, with its config.yaml (flags "
+            "given with it win, e.g. --budget-minutes)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "random seed (SB3 seeds numpy, torch and the envs)"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu, cuda or auto"})
     budget_minutes: float = field(
@@ -144,7 +156,9 @@ class TrainConfig:
         for name in ("learning_rate", "budget_minutes", "temperature", "clip_range"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("kl_coef", "ent_coef", "vf_coef", "lora_r", "eval_prompts"):
+        if self.keep_checkpoints < 1:
+            problems.append(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        for name in ("kl_coef", "ent_coef", "vf_coef", "lora_r", "eval_prompts", "checkpoint_every"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_target is not None and self.kl_target <= 0:
@@ -403,12 +417,34 @@ def _metavar(f: dataclasses.Field[Any]) -> str:
     return f"{kind}|none" if "None" in str(f.type) else kind
 
 
+def resume_settings(args: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """``--resume RUN_DIR``: the run's ``config.yaml`` and the flags that override it, with the run's own name and
+    directory (written into again). Raises ``ValueError`` when there is nothing to resume."""
+    from agents.common.checkpoint import latest_checkpoint
+
+    run_dir = Path(args["resume"])
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise ValueError(f"--resume {str(run_dir)!r}: no config.yaml there; give the directory of an earlier run.")
+    if latest_checkpoint(run_dir / "checkpoints") is None:
+        raise ValueError(
+            f"--resume {str(run_dir)!r}: the run wrote no checkpoint (they come every --checkpoint-every rollouts): "
+            "start it again instead."
+        )
+    overrides = {**args, "name": run_dir.name, "output_dir": str(run_dir.parent), "overwrite": True}
+    return config_path, overrides
+
+
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
     """Defaults < ``--config`` YAML < flags. Errors exit with a message naming the bad option."""
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     config_path = args.pop("config", None)
     try:
+        if args.get("resume") is not None:
+            if config_path is not None:
+                raise ValueError("--resume reads the run's own config.yaml: drop --config.")
+            config_path, args = resume_settings(args)
         config = TrainConfig.from_yaml(config_path, **args) if config_path else validated_config(args, "flags")
         config.check_environment()
     except (ValueError, OSError) as error:

@@ -9,14 +9,21 @@ CausalLMPolicy -> evaluate on held-out prompts -> train under a wall-clock budge
 every few rollouts -> evaluate again -> write ``runs/<name>/``: ``model/`` (loadable with ``from_pretrained``),
 ``training.png`` (score and KL over training), ``summary.json``, ``config.yaml``, ``logs/`` (SB3's logger: every
 metric of every rollout in ``progress.csv``).
+
+Data parallel: ``torchrun --nproc_per_node=N -m agents.train ...`` (multi-node: torchrun's rendezvous flags). Each
+rank gets ``n_envs / N`` envs, ``batch_size / N`` transitions per minibatch and the seed ``seed + rank``;
+:class:`~agents.DataParallelCallback` averages the gradients and keeps every decision common; rank 0 alone writes
+the run directory, logs, evaluates and exports.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +135,34 @@ class TrainingRun:
     evaluation: Any  # TextEvalCallback
     budget: Any  # TimeBudgetCallback
     started: float  # time.monotonic() at the start of setup
+    checkpoints: Any = None  # CheckpointCallback (rank 0 of a single-process run), or None
+    resumed: dict[str, Any] = field(default_factory=dict)  # the CLI state of the checkpoint resumed from
+    train_started: float | None = None  # time.monotonic() when learn() started
+
+    def first_completions(self) -> list[str]:
+        """The completions of the first (before-training) evaluation, also across a resume."""
+        if self.evaluation is not None and self.evaluation.first_result is not None:
+            return list(self.evaluation.first_result.completions)
+        return list(self.resumed.get("first_completions", []))
+
+    def train_seconds(self) -> float:
+        """Seconds in learn() so far, including those before a resume."""
+        now = 0.0 if self.train_started is None else time.monotonic() - self.train_started
+        return float(self.resumed.get("train_seconds", 0.0)) + now
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What the CLI needs besides the model to continue a run (saved inside each checkpoint)."""
+        return {
+            "eval_history": list(self.evaluation.history) if self.evaluation is not None else [],
+            "first_completions": self.first_completions(),
+            "rollout_rows": list(self.history.rows),
+            "train_seconds": self.train_seconds(),
+        }
+
+
+class TrainingFailed(RuntimeError):
+    """Training stopped on an error (e.g. the reward model raised or returned NaN); the message says which
+    checkpoint is intact and how to continue."""
 
 
 def fresh_run_dir(config: TrainConfig) -> Path:
@@ -145,62 +180,153 @@ def fresh_run_dir(config: TrainConfig) -> Path:
 def setup(config: TrainConfig) -> TrainingRun:
     """Build the envs, the algorithm with the LM policy, its logger, one reference and the callbacks."""
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.logger import Logger, configure
 
     import text_env  # noqa: F401  (registers the ids)
     from agents import KLPenaltyCallback, ReferenceModel
     from agents.common.callbacks import RolloutHistoryCallback, TimeBudgetCallback
+    from agents.common.distributed import get_rank, get_world_size
     from agents.common.evaluation import TextEvalCallback
     from agents.registry import get_algorithm
 
     started = time.monotonic()
-    config.name = fresh_run_dir(config).name
-    config.run_dir.mkdir(parents=True, exist_ok=True)
-    (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-    print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({config.n_envs} envs, {config.device})")
+    rank, world = get_rank(), get_world_size()
+    if rank == 0:  # data parallel: rank 0 alone writes
+        config.name = fresh_run_dir(config).name
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
+        envs = f"{config.n_envs} envs" + (f" on {world} ranks" if world > 1 else "")
+        print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({envs}, {config.device})")
     task = config.task_kwargs()
     eval_env = gym.make(config.env_id, **task)  # the task as the flags assemble it; it generates given prompts only
     prompts = held_out_prompts(config, eval_env.unwrapped, task)  # may set training prompts aside in ``task``
-    env = make_vec_env(config.env_id, n_envs=config.n_envs, seed=config.seed, env_kwargs=task)
-    model = build_model(config, env)
-    formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
-    model.set_logger(configure(str(config.tensorboard_log or config.run_dir / "logs"), formats))
+    local = rank_config(config)
+    env = make_vec_env(config.env_id, n_envs=local.n_envs, seed=local.seed, env_kwargs=task)
+    resumed_kl: Any = None
+    resumed: dict[str, Any] = {}
+    if config.resume is not None:
+        model, resumed_kl, resumed = resume_model(config, env)
+    else:
+        model = build_model(local, env)
+    if rank == 0:
+        formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
+        logs = config.run_dir / ("logs" if not resumed else f"logs/resumed-{model.num_timesteps}")
+        model.set_logger(configure(str(config.tensorboard_log or logs), formats))
+    else:
+        model.set_logger(Logger(folder=None, output_formats=[]))
 
     # One reference (the initial policy; with LoRA the same model with adapters off), shared by the KL term and the
     # evaluation. The group algorithms hold their own KL term and reference.
     callbacks: list[Any] = []
-    if get_algorithm(config.algorithm).critic:
+    if get_algorithm(config.algorithm).critic and resumed_kl is not None:  # the controller and reference, as saved
+        callbacks.append(resumed_kl)
+        reference = resumed_kl.reference
+    elif get_algorithm(config.algorithm).critic:
         reference = ReferenceModel(model.policy)
         callbacks.append(KLPenaltyCallback(config.kl_coef, config.kl_target, config.kl_horizon, reference=reference))
     else:
         reference = model.reference if model.reference is not None else ReferenceModel(model.policy)
-    evaluation = TextEvalCallback(
-        eval_env,
-        prompts * config.eval_samples,  # repeated in blocks: the first samples are distinct prompts
-        every_n_rollouts=config.eval_every,
-        reference=reference,
-        batch_size=config.eval_batch_size,
-    )
-    print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
-    return TrainingRun(
+    evaluation = None  # data parallel: rank 0 alone evaluates
+    if rank == 0:
+        evaluation = TextEvalCallback(
+            eval_env,
+            prompts * config.eval_samples,  # repeated in blocks: the first samples are distinct prompts
+            every_n_rollouts=config.eval_every,
+            reference=reference,
+            batch_size=config.eval_batch_size,
+        )
+        print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
+    budget_seconds = config.budget_minutes * 60 - float(resumed.get("train_seconds", 0.0))
+    if budget_seconds <= 0:
+        raise ValueError(
+            f"--resume: the run already used its {config.budget_minutes} minutes; give a larger --budget-minutes."
+        )
+    run = TrainingRun(
         config, model, eval_env, prompts, callbacks, RolloutHistoryCallback(), evaluation,
-        TimeBudgetCallback(config.budget_minutes * 60), started,
+        TimeBudgetCallback(budget_seconds, progress_bar=rank == 0), started, resumed=resumed,
     )  # fmt: skip
+    if evaluation is not None:
+        evaluation.history = list(resumed.get("eval_history", []))
+    run.history.rows = list(resumed.get("rollout_rows", []))
+    if rank == 0 and world == 1 and config.checkpoint_every > 0:
+        from agents.common.checkpoint import CheckpointCallback
+
+        kl_callback = next((c for c in callbacks if isinstance(c, KLPenaltyCallback)), None)
+        run.checkpoints = CheckpointCallback(
+            config.run_dir / "checkpoints", config.checkpoint_every, config.keep_checkpoints, kl_callback,
+            extra_state=run.checkpoint_state,
+        )  # fmt: skip
+    return run
+
+
+def resume_model(config: TrainConfig, env: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The model, KL callback and CLI state of the newest checkpoint in ``<run>/checkpoints``."""
+    from agents.common.checkpoint import latest_checkpoint, load_checkpoint_state
+    from agents.registry import get_algorithm
+
+    path = latest_checkpoint(config.run_dir / "checkpoints")
+    if path is None:
+        raise ValueError(f"--resume: no checkpoint in {config.run_dir / 'checkpoints'}.")
+    algorithm = get_algorithm(config.algorithm).algorithm_class
+    model, kl_callback, state = load_checkpoint_state(algorithm, path, env, device=config.device)
+    print(f"[setup] resuming from {path} ({model.num_timesteps} env steps done)")
+    return model, kl_callback, state
+
+
+def rank_config(config: TrainConfig) -> TrainConfig:
+    """This rank's share of the run: ``n_envs / world`` envs, ``batch_size / world`` transitions per minibatch,
+    seed ``seed + rank`` and the rank's device; ``config`` itself (unchanged) in a single process."""
+    from agents.common.distributed import get_rank, get_world_size, init_distributed
+
+    world = get_world_size()
+    if world == 1:
+        return config
+    local = copy.copy(config)  # no __post_init__: the checks are the global config's
+    local.n_envs, local.batch_size = config.n_envs // world, config.batch_size // world
+    local.seed = config.seed + get_rank()
+    local.device = str(init_distributed(config.device))  # already initialized: the rank's device (cuda:LOCAL_RANK)
+    return local
 
 
 def learn(run: TrainingRun) -> float:
     """Train under the time budget (evaluating before, every few rollouts, and after); returns the seconds."""
     from stable_baselines3.common.callbacks import CallbackList
 
-    callbacks = CallbackList([*run.callbacks, run.history, run.evaluation, run.budget])
-    train_started = time.monotonic()
-    run.model.learn(run.config.total_timesteps, callback=callbacks)
-    return time.monotonic() - train_started
+    from agents import DataParallelCallback
+    from agents.common.distributed import is_distributed
+
+    callbacks = [*run.callbacks, run.history, run.evaluation, run.budget]
+    if is_distributed():
+        callbacks.append(DataParallelCallback())  # last: it sees the advantages after the KL penalty
+    callbacks.append(run.checkpoints)
+    run.train_started = time.monotonic()
+    resuming = bool(run.resumed)
+    steps = run.config.total_timesteps - (run.model.num_timesteps if resuming else 0)
+    try:
+        run.model.learn(
+            steps, callback=CallbackList([c for c in callbacks if c is not None]), reset_num_timesteps=not resuming
+        )
+    except Exception as error:  # e.g. a reward model that raises or returns NaN: say what is safe and how to go on
+        saved = run.checkpoints.saved[-1] if run.checkpoints is not None and run.checkpoints.saved else None
+        if saved is None and resuming:
+            from agents.common.checkpoint import latest_checkpoint
+
+            saved = latest_checkpoint(run.config.run_dir / "checkpoints")
+        where = (
+            f"The last checkpoint, {saved}, is intact: fix the cause, then continue with --resume {run.config.run_dir}"
+            if saved is not None
+            else "No checkpoint was written yet (one every --checkpoint-every rollouts)."
+        )
+        raise TrainingFailed(
+            f"Training stopped after {run.model.num_timesteps} env steps: {type(error).__name__}: {error}\n{where}"
+        ) from error
+    return run.train_seconds()
 
 
 def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
     """Export the model, plot the curves, write and print the summary; returns the summary."""
     from agents import export_pretrained
+    from agents.common.distributed import get_world_size
 
     config, evaluation = run.config, run.evaluation
     export_pretrained(run.model, config.run_dir / "model", tokenizer=run.eval_env.unwrapped.tokenizer)
@@ -211,6 +337,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "algorithm": config.algorithm,
         "model": config.model,
         "seed": config.seed,
+        "world_size": get_world_size(),
         "compute_dtype": config.resolved_compute_dtype(),
         "budget_minutes": config.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens
@@ -226,7 +353,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
             {"prompt": p, "before": b, "after": a}
             for p, b, a in zip(
                 shown,
-                evaluation.first_result.completions[: len(shown)],
+                run.first_completions()[: len(shown)],
                 evaluation.last_result.completions[: len(shown)],
                 strict=True,
             )
@@ -254,8 +381,11 @@ def package_versions() -> dict[str, str]:
 
 def run(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and export as the config says; returns the summary that is also written as JSON."""
+    from agents.common.distributed import get_rank
+
     training_run = setup(config)
-    return write_outputs(training_run, learn(training_run))
+    seconds = learn(training_run)
+    return write_outputs(training_run, seconds) if get_rank() == 0 else {}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -276,7 +406,25 @@ def print_summary(summary: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(argv)  # exits with a clear message on bad options, before any model is loaded
     np.set_printoptions(precision=3)
-    run(config)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # a plain run, or torchrun with one process
+        try:
+            run(config)
+        except TrainingFailed as error:
+            print(f"[error] {error}", file=sys.stderr)
+            return 1
+        return 0
+    if config.resume is not None:
+        print("[error] --resume is not available under torchrun yet: resume in a single process.", file=sys.stderr)
+        return 2
+    import torch.distributed as dist
+
+    from agents.common.distributed import init_distributed
+
+    init_distributed(config.device)  # torchrun's RANK, WORLD_SIZE, MASTER_ADDR/PORT; gloo on CPU, NCCL on CUDA
+    try:
+        run(config)
+    finally:
+        dist.destroy_process_group()
     return 0
 
 

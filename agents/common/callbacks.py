@@ -11,6 +11,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 
+from agents.common.distributed import all_reduce_sums, broadcast_flag, is_distributed
 from agents.common.episodes import env_major, from_env_major
 from agents.common.kl import KLController, shape_rewards
 from agents.common.models import ModelSpec
@@ -30,7 +31,9 @@ class KLPenaltyCallback(BaseCallback):
     or adaptive with ``kl_target``.
 
     Logged each rollout: ``kl/per_token`` (mean sampled KL per token), ``kl/per_episode``, ``kl/coef``, and
-    ``rollout/score``, the mean unshaped reward-model score of the episodes that ended.
+    ``rollout/score``, the mean unshaped reward-model score of the episodes that ended. Data parallel (a
+    ``torch.distributed`` process group), these are means over all ranks, and the adaptive controller steps on the
+    global mean KL and episode count, identically on every rank.
 
     :param kl_coef: initial coefficient (beta). TRL's default is 0.2 (adaptive); Ziegler et al. start at 0.1-0.15.
     :param kl_target: target KL per episode for the adaptive controller (TRL: 6); ``None`` keeps ``kl_coef`` fixed.
@@ -139,17 +142,30 @@ class KLPenaltyCallback(BaseCallback):
             finished.extend(self._running_kl[dones].tolist())
             self._running_kl[dones] = 0.0
         row = {"timesteps": float(self.num_timesteps), "kl_coef": self.kl_coef, "kl_per_token": float(kl.mean())}
+        n_finished, n_scores = len(finished), len(self._scores)
+        if is_distributed():  # global means over the ranks: every rank's controller takes the same step
+            sums = [kl.sum(), kl.size, np.sum(finished), n_finished, np.sum(self._scores), n_scores]
+            kl_sum, kl_count, finished_sum, n_finished_f, score_sum, n_scores_f = all_reduce_sums(sums, "the KL means")
+            n_finished, n_scores = round(n_finished_f), round(n_scores_f)
+            row["kl_per_token"] = kl_sum / kl_count
+            if n_finished:
+                row["kl_per_episode"] = finished_sum / n_finished
+            if n_scores:
+                row["score"] = score_sum / n_scores
+        else:
+            if finished:
+                row["kl_per_episode"] = float(np.mean(finished))
+            if self._scores:
+                row["score"] = float(np.mean(self._scores))
         self.logger.record("kl/per_token", row["kl_per_token"])
-        if finished:
-            row["kl_per_episode"] = float(np.mean(finished))
+        if "kl_per_episode" in row:
             self.logger.record("kl/per_episode", row["kl_per_episode"])
-        if self._scores:
-            row["score"] = float(np.mean(self._scores))
+        if "score" in row:
             self.logger.record("rollout/score", row["score"])
         self.logger.record("kl/coef", self.kl_coef)
         self.history.append(row)
-        if finished:
-            self.controller.update(row["kl_per_episode"], len(finished))
+        if n_finished:
+            self.controller.update(row["kl_per_episode"], n_finished)
 
     # ------------------------------------------------------------------ state, for exact resume
     def state_dict(self) -> dict[str, Any]:
@@ -214,7 +230,8 @@ class TimeBudgetCallback(BaseCallback):
     progress bar over the budget.
 
     The run stops when the time left is less than the slowest iteration (rollout + update) seen so far, so it ends
-    within the budget rather than after it.
+    within the budget rather than after it. Data parallel (a ``torch.distributed`` process group), rank 0's decision
+    is broadcast at the first step of each rollout, so every rank stops at the same rollout.
 
     :param seconds: the budget for ``learn()``.
     :param progress_bar: show a tqdm bar of the budget, with the latest mean score.
@@ -230,6 +247,7 @@ class TimeBudgetCallback(BaseCallback):
         self._iteration_start = 0.0
         self._slowest = 0.0
         self._stop = False
+        self._synced = True  # this rollout's decision is rank 0's (always, without a process group)
         self._bar: Any = None
         self.stopped_early = False
 
@@ -253,8 +271,11 @@ class TimeBudgetCallback(BaseCallback):
                 self._bar.set_postfix(score=f"{np.mean(scores):+.3f}")
             self._bar.refresh()
         self._stop = elapsed + self._slowest > self.seconds
+        self._synced = not is_distributed()
 
     def _on_step(self) -> bool:
+        if not self._synced:  # data parallel: rank 0's decision, at the first step (see DataParallelCallback)
+            self._stop, self._synced = broadcast_flag(self._stop, "the time budget's decision"), True
         if self._stop:
             self.stopped_early = True
             return False  # first step of a rollout: SB3 returns before training on it

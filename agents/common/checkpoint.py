@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    model: BaseAlgorithm, path: str | os.PathLike[str], kl_callback: KLPenaltyCallback | None = None
+    model: BaseAlgorithm,
+    path: str | os.PathLike[str],
+    kl_callback: KLPenaltyCallback | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``path`` atomically: everything needed to continue training exactly where it stopped."""
+    """Write ``path`` atomically: everything needed to continue training exactly where it stopped.
+
+    :param extra: picklable state of the caller's own (e.g. the CLI's evaluation history), returned by
+        :func:`load_checkpoint_state`.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     env = model.get_env()
@@ -55,6 +63,8 @@ def save_checkpoint(
         resume_state["env_states"] = env.env_method("get_state")
     if kl_callback is not None:
         resume_state["kl"] = kl_callback.state_dict()
+    if extra is not None:
+        resume_state["extra"] = extra
     setattr(model, "resume_state", resume_state)  # noqa: B010  # saved with the model (sb3_contract, item 6)
     try:
         return atomic_file(target, lambda staging: model.save(staging, include=["resume_state"]))
@@ -68,6 +78,20 @@ def load_checkpoint(
     """Load a checkpoint written by :func:`save_checkpoint` onto ``env`` (same number of envs) and restore the
     environments' episodes, the random generators and the KL controller. Returns the model and the KL callback to
     pass to ``learn(..., reset_num_timesteps=False)`` (``None`` if the run had none)."""
+    model, kl_callback, _ = load_checkpoint_state(algorithm, path, env, **load_kwargs)
+    return model, kl_callback
+
+
+def latest_checkpoint(directory: str | os.PathLike[str]) -> Path | None:
+    """The newest ``checkpoint_<timesteps>.zip`` of :class:`CheckpointCallback` in ``directory``, or ``None``."""
+    found = sorted(Path(directory).glob("checkpoint_*.zip"), key=lambda p: int(p.stem.split("_")[-1]))
+    return found[-1] if found else None
+
+
+def load_checkpoint_state(
+    algorithm: type[BaseAlgorithm], path: str | os.PathLike[str], env: Any, **load_kwargs: Any
+) -> tuple[BaseAlgorithm, KLPenaltyCallback | None, dict[str, Any]]:
+    """:func:`load_checkpoint`, plus the ``extra`` state given to :func:`save_checkpoint` (``{}`` if none)."""
     # force_reset=False keeps the saved last observation; the envs get the matching episodes below.
     model = algorithm.load(str(path), env=env, force_reset=False, **load_kwargs)
     state = getattr(model, "resume_state", None)
@@ -90,7 +114,7 @@ def load_checkpoint(
         kl_callback = KLPenaltyCallback.from_state_dict(state["kl"], policy)
     _set_rng_state(state["rng"])
     delattr(model, "resume_state")
-    return model, kl_callback
+    return model, kl_callback, dict(state.get("extra") or {})
 
 
 class CheckpointCallback(BaseCallback):
@@ -99,6 +123,8 @@ class CheckpointCallback(BaseCallback):
 
     Saves run when a rollout starts (after the previous update), the state ``learn()`` ends in, so a resumed
     run repeats no work and skips none.
+
+    :param extra_state: called at each save for picklable state of the caller's own (:func:`save_checkpoint`).
     """
 
     def __init__(
@@ -107,6 +133,7 @@ class CheckpointCallback(BaseCallback):
         every_n_rollouts: int = 10,
         keep_last: int = 3,
         kl_callback: KLPenaltyCallback | None = None,
+        extra_state: Callable[[], dict[str, Any]] | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -116,6 +143,7 @@ class CheckpointCallback(BaseCallback):
         self.every_n_rollouts = every_n_rollouts
         self.keep_last = keep_last
         self.kl_callback = kl_callback
+        self.extra_state = extra_state
         self._rollouts = 0
         self.saved: list[Path] = []
 
@@ -125,7 +153,10 @@ class CheckpointCallback(BaseCallback):
         self._rollouts += 1
 
     def _save(self) -> None:
-        path = save_checkpoint(self.model, self.directory / f"checkpoint_{self.num_timesteps}.zip", self.kl_callback)
+        extra = None if self.extra_state is None else self.extra_state()
+        path = save_checkpoint(
+            self.model, self.directory / f"checkpoint_{self.num_timesteps}.zip", self.kl_callback, extra
+        )
         self.saved.append(path)
         if self.verbose:
             print(f"[checkpoint] {path}")

@@ -7,6 +7,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.common.generation import GenerationResult, generate_completions
@@ -93,14 +94,18 @@ class TextEvalCallback(BaseCallback):
 
     def evaluate(self) -> dict[str, float]:
         """Generate, log and return the metrics now."""
-        result = generate_completions(
-            self.model,
-            self.env,
-            self.prompts,
-            deterministic=self.deterministic,
-            reference=self._resolve_reference(),
-            batch_size=self.batch_size,
-        )
+        device = self.model.device
+        # Its own random stream: evaluating (or not) never changes the training's samples, so a resumed run, whose
+        # evaluations fall elsewhere, continues exactly.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            result = generate_completions(
+                self.model,
+                self.env,
+                self.prompts,
+                deterministic=self.deterministic,
+                reference=self._resolve_reference(),
+                batch_size=self.batch_size,
+            )
         metrics = summarize(result)
         for key, value in metrics.items():
             self.logger.record(f"eval/{key}", value)

@@ -37,7 +37,7 @@ class ReferenceModel:
         policy: CausalLMPolicyBase,
         model: ModelSpec | None = None,
         reference_state: dict[str, torch.Tensor] | None = None,
-        chunk_rows: int = 1024,
+        chunk_rows: int = 256,
     ) -> None:
         if not isinstance(policy, CausalLMPolicyBase):
             raise TypeError(f"ReferenceModel needs a CausalLMPolicy, got {type(policy).__name__}.")
@@ -68,16 +68,12 @@ class ReferenceModel:
             self.lm.to(device)
         return self
 
-    @torch.no_grad()
-    def logits(self, obs: PyTorchObs, actions: torch.Tensor | None = None, action_masks: Any = None) -> torch.Tensor:
-        """Temperature-scaled next-token logits ``(B, V)`` after each row's context (masked tokens at -inf).
-
-        Rows are scored with full forward passes, one per episode (rows that are prefixes of one another share it;
-        pass the ``actions`` to let each row's action confirm the sharing), ``chunk_rows`` rows at a time.
-        """
+    def _chunks(
+        self, obs: PyTorchObs, actions: torch.Tensor | None, action_masks: Any
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """``(rows, logits)`` for ``chunk_rows`` rows at a time, all inside one switch of the reference weights."""
         ids, mask = self.policy.obs_tokens(obs)
         action_rows = None if actions is None else actions.long().reshape(-1).to(ids.device)
-        chunks = []
         with self._reference_weights(), self.policy.trunk_precision():
             for start in range(0, ids.shape[0], self.chunk_rows):
                 rows = slice(start, start + self.chunk_rows)
@@ -85,11 +81,25 @@ class ReferenceModel:
                 (hidden,) = last_token_hidden([self.trunk], ids[rows], mask[rows], chunk_actions)  # (b, H)
                 hidden = hidden.to(model_dtype(self.head))  # the head outside autocast, in its weights' dtype
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
-                    chunks.append(self.head(hidden).float() / self.policy.temperature)  # (b, V)
-        return mask_logits(torch.cat(chunks), action_masks)  # (B, V)
+                    logits = self.head(hidden).float() / self.policy.temperature  # (b, V)
+                yield rows, mask_logits(logits, None if action_masks is None else action_masks[rows])
 
+    @torch.no_grad()
+    def logits(self, obs: PyTorchObs, actions: torch.Tensor | None = None, action_masks: Any = None) -> torch.Tensor:
+        """Temperature-scaled next-token logits ``(B, V)`` after each row's context (masked tokens at -inf).
+
+        Rows are scored with full forward passes, one per episode (rows that are prefixes of one another share it;
+        pass the ``actions`` to let each row's action confirm the sharing), ``chunk_rows`` rows at a time.
+        """
+        return torch.cat([logits for _, logits in self._chunks(obs, actions, action_masks)])  # (B, V)
+
+    @torch.no_grad()
     def log_probs(self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None) -> torch.Tensor:
-        """``log pi_ref(a_t | s_t)`` for each row, ``(B,)``."""
-        logits = self.logits(obs, actions, action_masks)
-        index = actions.long().reshape(-1, 1).to(logits.device)  # (B, 1)
-        return torch.log_softmax(logits, -1).gather(1, index).squeeze(1)
+        """``log pi_ref(a_t | s_t)`` for each row, ``(B,)``, holding ``(chunk_rows, V)`` logits at a time (a whole
+        rollout's ``(B, V)`` would be 0.3 GB for 32 x 48 tokens of a 49k vocabulary, twice with its log-softmax)."""
+        index = actions.long().reshape(-1, 1)  # (B, 1)
+        picked = [
+            torch.log_softmax(logits, -1).gather(1, index[rows].to(logits.device)).squeeze(1)  # (b,)
+            for rows, logits in self._chunks(obs, actions, action_masks)
+        ]
+        return torch.cat(picked)  # (B,)

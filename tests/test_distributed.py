@@ -1,0 +1,402 @@
+"""Data-parallel training (agents.common.distributed): 2 ranks x 1 thread over gloo on the loopback interface.
+
+One spawned session of two ranks runs the scenarios in order (starting processes costs more than the scenarios):
+identical weights after PPO (with ranks stopping early at different minibatches) and GRPO updates, one update equal
+to the single-process full-batch update, settings that differ across ranks, and last a rank whose reward model
+raises. Every wait is bounded: a process-group timeout of 60 s and join timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is unavailable"
+)
+
+WORLD = 2
+SESSION_TIMEOUT = 150  # seconds for the whole spawned session (it takes ~15 s alone on 2 cores)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------------- the ranks
+def _ppo(model_dir: str, n_envs: int, env_seed: int, seed: int, **settings):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents.registry import make_algorithm
+
+    env_kwargs = settings.pop("env_kwargs", None)
+    policy_kwargs = dict(model=model_dir, **settings.pop("policy_kwargs", {}))
+    env = make_vec_env("text_env/Vowels-v0", n_envs=n_envs, seed=env_seed, env_kwargs=env_kwargs)
+    return make_algorithm(
+        settings.pop("algorithm", "ppo"), env, policy_kwargs=policy_kwargs, seed=seed, device="cpu", **settings
+    )
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.policy.named_parameters()}
+
+
+def _count_real_steps(model) -> list[int]:
+    """Optimizer steps that changed something (DataParallelCallback's skipped steps have no gradients)."""
+    steps = [0]
+
+    def count(optimizer, args, kwargs):
+        if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+            steps[0] += 1
+
+    model.policy.optimizer.register_step_post_hook(count)
+    return steps
+
+
+def scenario_ppo(rank: int, model_dir: str) -> dict:
+    """4 PPO updates with the adaptive KL penalty; rank 1 stops each update early (tiny target_kl), rank 0 never
+    would: both must make the same steps and end with bitwise identical weights."""
+    from agents import DataParallelCallback, KLPenaltyCallback
+
+    target_kl = 1e-5 if rank == 1 else None  # above float32 noise (~1e-7) before a step, far below one step
+    model = _ppo(model_dir, 2, 100 * rank, rank, n_steps=16, batch_size=16, n_epochs=2, learning_rate=1e-2,
+                 target_kl=target_kl)  # fmt: skip
+    steps = _count_real_steps(model)
+    initial = _state(model)  # the saved model's weights: the same on both ranks
+    kl = KLPenaltyCallback(kl_coef=0.1, kl_target=1.0, horizon=100)
+    model.learn(256, callback=[kl, DataParallelCallback()])  # 4 rollouts of 2 ranks x 2 envs x 16
+    assert model.target_kl == target_kl and model.max_grad_norm == 0.5 and model.normalize_advantage
+    moved = max(float((p - initial[name]).abs().max()) for name, p in _state(model).items())
+    return dict(state=_state(model), steps=steps[0], kl_coefs=[r["kl_coef"] for r in kl.history], moved=moved)
+
+
+def scenario_a2c_maskable(rank: int, model_dir: str) -> dict:
+    """A2C (one step per rollout) and MaskablePPO (its own buffer and masks) keep identical weights too."""
+    from agents import DataParallelCallback, KLPenaltyCallback
+
+    results = {}
+    for algorithm, settings in (("a2c", dict(n_steps=8)), ("maskable_ppo", dict(n_steps=8, batch_size=8))):
+        model = _ppo(model_dir, 2, 100 * rank, rank, algorithm=algorithm, learning_rate=1e-3, **settings)
+        model.learn(64, callback=[KLPenaltyCallback(kl_coef=0.1), DataParallelCallback()])
+        results[algorithm] = _state(model)
+    return results
+
+
+def scenario_grpo(rank: int, model_dir: str) -> dict:
+    from agents import DataParallelCallback
+
+    model = _ppo(model_dir, 2, 100 * rank, rank, algorithm="grpo", group_size=2, n_steps=8, batch_size=8,
+                 n_epochs=2, kl_coef=0.1, learning_rate=1e-3)  # fmt: skip
+    steps = _count_real_steps(model)
+    model.learn(96, callback=DataParallelCallback())  # global steps: 2 ranks x 2 envs x up to 8 per rollout
+    return dict(state=_state(model), steps=steps[0], timesteps=model.num_timesteps)
+
+
+class _Snapshot:
+    """The rollout buffer's arrays at the end of a rollout, (n_steps, n_envs, ...) each."""
+
+    def __init__(self, buffer) -> None:
+        names = ("actions", "rewards", "returns", "episode_starts", "values", "log_probs", "advantages")
+        self.arrays = {name: getattr(buffer, name).copy() for name in names}
+        self.observations = {key: value.copy() for key, value in buffer.observations.items()}
+
+
+def _update_on_columns(model_dir, rank, settings, initial, snapshot, distributed: bool) -> dict[str, torch.Tensor]:
+    """One PPO update of a 2-env model from ``initial`` weights on this rank's two columns of ``snapshot``."""
+    from stable_baselines3.common.logger import Logger
+
+    from agents import DataParallelCallback
+
+    model = _ppo(model_dir, 2, 0, 0, batch_size=16, **settings)
+    model.policy.load_state_dict(initial)
+    model.set_logger(Logger(None, []))
+    callback = DataParallelCallback()
+    if distributed:
+        callback.init_callback(model)
+        callback.on_training_start({}, {})
+    buffer = model.rollout_buffer
+    columns = slice(2 * rank, 2 * rank + 2)
+    for name, value in snapshot.arrays.items():
+        setattr(buffer, name, value[:, columns].copy())
+    buffer.observations = {key: value[:, columns].copy() for key, value in snapshot.observations.items()}
+    buffer.full, buffer.generator_ready = True, False
+    if distributed:
+        callback.on_rollout_end()  # the advantages, normalised with both ranks' statistics
+    model.train()
+    if distributed:
+        callback.on_training_end()
+    return _state(model)
+
+
+def scenario_equivalence(rank: int, model_dir: str) -> dict:
+    """One PPO update (2 epochs, each minibatch the whole rollout, SGD) on the same rollout: 1 process x 4 envs
+    against 2 ranks x 2 envs (each rank its columns), with a gradient clip that acts and one that does not."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Snapshot(BaseCallback):
+        def _on_rollout_end(self) -> None:
+            self.snapshot = _Snapshot(self.model.rollout_buffer)  # type: ignore[attr-defined]
+
+        def _on_step(self) -> bool:
+            return True
+
+    results = {}
+    for max_grad_norm in (1e6, 0.05):
+        settings = dict(n_steps=8, n_epochs=2, learning_rate=0.5, max_grad_norm=max_grad_norm,
+                        policy_kwargs=dict(optimizer_class=torch.optim.SGD))  # fmt: skip
+        full = _ppo(model_dir, 4, 0, 0, batch_size=32, **settings)  # same seed on both ranks: the same rollout
+        initial = {k: v.clone() for k, v in full.policy.state_dict().items()}
+        recorder = Snapshot()
+        full.learn(32, callback=recorder)  # one rollout of 4 x 8, one update
+        expected = _state(full)
+        got = _update_on_columns(model_dir, rank, settings, initial, recorder.snapshot, distributed=True)
+        alone = _update_on_columns(model_dir, rank, settings, initial, recorder.snapshot, distributed=False)
+        results[max_grad_norm] = dict(
+            diff=max(float((got[k] - expected[k]).abs().max()) for k in expected),
+            moved=max(float((expected[k] - initial[k]).abs().max()) for k in expected),
+            alone_diff=max(float((alone[k] - expected[k]).abs().max()) for k in expected),
+        )
+    return results
+
+
+def scenario_mismatch(rank: int, model_dir: str) -> dict:
+    from agents import DataParallelCallback
+
+    model = _ppo(model_dir, 2 + 2 * rank, rank, rank, n_steps=8, batch_size=8)
+    try:
+        model.learn(64, callback=DataParallelCallback())
+    except ValueError as error:
+        return dict(error=str(error))
+    return dict(error=None)
+
+
+def scenario_failure(rank: int, model_dir: str) -> dict:
+    """Rank 1's reward model raises at its first completion; rank 0's is fine. Runs last: the group is broken."""
+    from agents import DataParallelCallback, KLPenaltyCallback
+
+    def failing(prompts, completions):
+        raise KeyError("the reward service is down")
+
+    env_kwargs = dict(reward_model=failing) if rank == 1 else None
+    model = _ppo(model_dir, 2, rank, rank, n_steps=8, batch_size=8, env_kwargs=env_kwargs)
+    started = time.monotonic()
+    try:
+        model.learn(10_000, callback=[KLPenaltyCallback(), DataParallelCallback()])
+    except RuntimeError as error:
+        return dict(error=str(error), seconds=time.monotonic() - started)
+    return dict(error=None, seconds=time.monotonic() - started)
+
+
+SCENARIOS = {
+    "ppo": scenario_ppo,
+    "a2c_maskable": scenario_a2c_maskable,
+    "grpo": scenario_grpo,
+    "equivalence": scenario_equivalence,
+    "mismatch": scenario_mismatch,
+    "failure": scenario_failure,
+}
+
+
+def _rank_main(rank: int, port: int, out_dir: str, model_dir: str) -> None:
+    """One rank: join the group through init_distributed (as under torchrun), run every scenario, write results."""
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1",
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    import text_env  # noqa: F401  (registers the envs)
+    from agents.common.distributed import get_rank, get_world_size, init_distributed
+
+    device = init_distributed("cpu", timeout=timedelta(seconds=60))
+    assert (device.type, get_rank(), get_world_size()) == ("cpu", rank, WORLD)
+    for name, scenario in SCENARIOS.items():
+        try:
+            result = scenario(rank, model_dir)
+        except Exception:  # noqa: BLE001  (reported to the test, which fails on it)
+            result = dict(crashed=traceback.format_exc())
+        with open(Path(out_dir) / f"{name}.{rank}.pkl", "wb") as handle:
+            pickle.dump(result, handle)
+        if name == "failure":
+            os._exit(1 if result.get("error") or result.get("crashed") else 0)  # as an uncaught error would
+    os._exit(0)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> dict:
+    """Run the two ranks once; {scenario: [result of rank 0, result of rank 1]}."""
+    import multiprocessing
+
+    from transformers import AutoModelForCausalLM
+
+    from agents.testing import tiny_gpt2_config
+
+    root = tmp_path_factory.mktemp("distributed")
+    model_dir = root / "tiny"
+    AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)  # the same weights everywhere
+    context = multiprocessing.get_context("spawn")
+    port = free_port()
+    processes = [
+        context.Process(target=_rank_main, args=(rank, port, str(root), str(model_dir))) for rank in range(WORLD)
+    ]
+    started = time.monotonic()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=max(1.0, SESSION_TIMEOUT - (time.monotonic() - started)))
+    hung = [rank for rank, process in enumerate(processes) if process.is_alive()]
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+    assert not hung, f"ranks {hung} still running after {SESSION_TIMEOUT} s"
+    results: dict = {"exitcodes": [p.exitcode for p in processes], "seconds": time.monotonic() - started}
+    for name in SCENARIOS:
+        results[name] = []
+        for rank in range(WORLD):
+            path = root / f"{name}.{rank}.pkl"
+            results[name].append(pickle.loads(path.read_bytes()) if path.exists() else dict(crashed="no result"))
+    return results
+
+
+def _no_crash(results: list[dict]) -> None:
+    for rank, result in enumerate(results):
+        assert "crashed" not in result, f"rank {rank}:\n{result['crashed']}"
+
+
+def test_ppo_weights_stay_bitwise_identical_and_early_stop_stops_every_rank(session):
+    rank0, rank1 = session["ppo"]
+    _no_crash([rank0, rank1])
+    for name, tensor in rank0["state"].items():
+        assert torch.equal(tensor, rank1["state"][name]), name
+    # rank 1's target_kl stops each of the 4 updates after its first step: rank 0 (no target_kl) stops with it
+    assert rank0["steps"] == rank1["steps"] == 4, (rank0["steps"], rank1["steps"])
+    assert 1e-4 < rank0["moved"] < 0.5  # trained, from the loaded weights (not re-initialised by the broadcast)
+    assert rank0["kl_coefs"] == rank1["kl_coefs"] and len(rank0["kl_coefs"]) == 4  # adaptive, from global KL
+    assert len(set(rank0["kl_coefs"])) > 1
+
+
+def test_a2c_and_maskable_ppo_weights_stay_bitwise_identical(session):
+    rank0, rank1 = session["a2c_maskable"]
+    _no_crash([rank0, rank1])
+    for algorithm, state in rank0.items():
+        for name, tensor in state.items():
+            assert torch.equal(tensor, rank1[algorithm][name]), (algorithm, name)
+
+
+def test_grpo_weights_stay_bitwise_identical(session):
+    rank0, rank1 = session["grpo"]
+    _no_crash([rank0, rank1])
+    assert rank0["steps"] == rank1["steps"] >= 4  # >= 2 updates x 2 epochs x 1 minibatch, the same everywhere
+    assert rank0["timesteps"] == rank1["timesteps"] >= 96
+    for name, tensor in rank0["state"].items():
+        assert torch.equal(tensor, rank1["state"][name]), name
+
+
+def test_one_update_on_two_ranks_equals_the_full_batch_update_on_one(session):
+    _no_crash(session["equivalence"])
+    for rank, results in enumerate(session["equivalence"]):
+        for max_grad_norm, result in results.items():
+            assert result["moved"] > 1e-3, (rank, max_grad_norm, result)  # the update did something
+            assert result["diff"] < 1e-5, (rank, max_grad_norm, result)
+            # without the callback (local gradients, local advantage normalisation) the test would fail
+            assert result["alone_diff"] > 1e-4, (rank, max_grad_norm, result)
+
+
+def test_ranks_with_different_settings_all_refuse(session):
+    _no_crash(session["mismatch"])
+    for result in session["mismatch"]:
+        assert result["error"] is not None and "'n_envs': [2, 4]" in result["error"], result
+
+
+def test_a_rank_that_raises_stops_every_rank_with_a_clear_error(session):
+    rank0, rank1 = session["failure"]
+    _no_crash([rank0, rank1])
+    assert "Reward model" in rank1["error"] and "the reward service is down" in rank1["error"]
+    assert "another rank most likely failed" in rank0["error"], rank0["error"]
+    assert rank0["seconds"] < 30
+    assert session["exitcodes"] == [1, 1]
+
+
+# ---------------------------------------------------------------------------------------------------- one process
+def test_the_callback_needs_a_process_group_and_refuses_trpo(tmp_path):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents import DataParallelCallback
+    from agents.common.distributed import all_reduce_sums, broadcast_flag, get_rank, get_world_size, is_distributed
+    from agents.registry import make_algorithm
+    from agents.testing import tiny_gpt2_config
+
+    assert not is_distributed() and (get_rank(), get_world_size()) == (0, 1)
+    assert all_reduce_sums([1.5, 2]) == [1.5, 2.0] and broadcast_flag(True) is True
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    spec = dict(model=tiny_gpt2_config())
+    ppo = make_algorithm("ppo", env, policy_kwargs=spec, n_steps=8, batch_size=8)
+    with pytest.raises(
+        RuntimeError, match="needs an initialized torch.distributed process group: launch with torchrun"
+    ):
+        ppo.learn(16, callback=DataParallelCallback())
+    trpo = make_algorithm("trpo", env, policy_kwargs=spec, n_steps=8, batch_size=8)
+    with pytest.raises(TypeError, match="does not support sb3-contrib TRPO"):
+        DataParallelCallback().init_callback(trpo)
+
+
+def test_the_cli_under_torchrun_trains_on_two_ranks(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from agents.testing import tiny_gpt2_config
+
+    model_dir = tmp_path / "tiny"
+    AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
+    port = free_port()
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+        "-m", "agents.train", "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--budget-minutes", "0.1",
+        "--n-envs", "4", "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4", "--eval-every", "2",
+        "--output-dir", str(tmp_path / "runs"), "--name", "t",
+    ]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1", PYTHONPATH=root)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = list((tmp_path / "runs").iterdir())
+    assert [run.name for run in runs] == ["t"]  # rank 0 alone made the run directory
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["timesteps"] > 0
+    assert (runs[0] / "model" / "config.json").is_file()
+    assert done.stdout.count("[eval @") >= 2  # rank 0 evaluated, before and after
+    assert np.isfinite(summary["after"]["score"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n-envs", "5"], "n_envs=5 is a total over 2 ranks: use a multiple of 2"),
+        (["--batch-size", "25"], "batch_size=25 is a total over 2 ranks"),
+        (["--algorithm", "grpo", "--n-envs", "8", "--group-size", "8"], "not whole groups of group_size=8"),
+        (["--algorithm", "trpo"], "trpo does not train data-parallel"),
+    ],
+)
+def test_the_cli_under_torchrun_checks_the_split_before_loading_a_model(argv, message, capsys, monkeypatch):
+    from agents.cli.config import parse_config
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
