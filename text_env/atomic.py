@@ -10,6 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _default_mode(directory: bool) -> int:
+    """The permissions a plain ``open`` / ``mkdir`` would give under the current umask (``tempfile`` makes its
+    staging files 0600 and directories 0700, which would hide a shared model or checkpoint from its group)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_directory(target: str | os.PathLike[str], write: Callable[[Path], None], *, replace: bool = True) -> Path:
     """Create directory ``target`` with ``write(staging)``, where ``staging`` is an empty directory beside it.
 
@@ -22,6 +30,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Callable[[Path], Non
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         write(staging)
+        staging.chmod(_default_mode(directory=True))
         if target.exists() and replace:
             retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, retired / "previous")
@@ -47,6 +56,7 @@ def atomic_file(target: str | os.PathLike[str], write: Callable[[Path], None]) -
     staging = Path(name)
     try:
         write(staging)
+        staging.chmod(_default_mode(directory=False))
         os.replace(staging, target)  # atomic on POSIX: readers see the old file or the new one, never half
     finally:
         staging.unlink(missing_ok=True)
