@@ -146,3 +146,26 @@ def test_episodes_that_end_on_their_own_reset_silently(recwarn):
         while not terminated:
             *_, terminated, _, _ = env.step(40)
     assert not [w for w in recwarn if "before its completion was scored" in str(w.message)]
+
+
+def test_tokenizer_and_model_names_are_read_from_local_files_only(monkeypatch):
+    """No Hub download and no ~30 s of retries on an offline machine, with or without HF_HUB_OFFLINE: both loaders
+    ask transformers for local files (a directory or the Hugging Face cache) only, and name the fix."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agents.common.models import load_causal_lm
+    from text_env.tokenizers import resolve_tokenizer
+
+    calls = []
+
+    def local_only(name, *args, **kwargs):
+        calls.append(kwargs.get("local_files_only"))
+        raise OSError(f"{name} is not in the local cache")
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", local_only)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", local_only)
+    with pytest.raises(ValueError, match="Unknown tokenizer 'no-such-org/no-such-tokenizer'.*local directory"):
+        resolve_tokenizer("no-such-org/no-such-tokenizer")
+    with pytest.raises(ValueError, match="Unknown model 'no-such-org/no-such-model'.*save_pretrained"):
+        load_causal_lm("no-such-org/no-such-model")
+    assert calls == [True, True]

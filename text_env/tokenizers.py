@@ -46,7 +46,9 @@ def _load_named_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if name == EMBEDDED_MODEL:
         return AutoTokenizer.from_pretrained(embedded_checkpoint_dir())
     try:
-        return AutoTokenizer.from_pretrained(name)
+        # Local files only (a directory, or the Hugging Face cache): nothing downloads at run time, and an unknown
+        # name fails at once instead of after ~30 s of Hub retries on an offline machine.
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Unknown tokenizer {name!r}: it is not {EMBEDDED_MODEL!r} or {CHAR_TOKENIZER!r}, and "

@@ -29,7 +29,8 @@ def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
     if str(model) == EMBEDDED_MODEL:
         return AutoModelForCausalLM.from_pretrained(embedded_checkpoint_dir(), **model_kwargs)
     try:
-        return AutoModelForCausalLM.from_pretrained(model, **model_kwargs)
+        # Local files only (a directory or the Hugging Face cache): no download at run time, no Hub retries.
+        return AutoModelForCausalLM.from_pretrained(model, **{"local_files_only": True, **model_kwargs})
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Unknown model {str(model)!r}: it is not {EMBEDDED_MODEL!r} and AutoModelForCausalLM.from_pretrained "
