@@ -298,3 +298,15 @@ def test_resume_without_a_run_or_checkpoint_exits_2(tmp_path, capsys, has_config
     with pytest.raises(SystemExit) as exit_info:
         parse_config(["--resume", str(tmp_path)])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_overwritten_run_drops_the_earlier_runs_checkpoints(tmp_path, flaky_reward):
+    """Otherwise --resume, and the message of a failed run, would take an earlier run's newest checkpoint."""
+    stale = tmp_path / "runs" / "t" / "checkpoints" / "checkpoint_999999.zip"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an earlier run's")
+    assert main(_tiny_run_argv(tmp_path, "--total-timesteps", "48", "--overwrite")) == 0
+    assert not stale.exists() and sorted(p.name for p in stale.parent.iterdir()) == [
+        "checkpoint_16.zip",
+        "checkpoint_32.zip",
+    ]

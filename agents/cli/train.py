@@ -194,6 +194,9 @@ def setup(config: TrainConfig) -> TrainingRun:
     if rank == 0:  # data parallel: rank 0 alone writes
         config.name = fresh_run_dir(config).name
         config.run_dir.mkdir(parents=True, exist_ok=True)
+        if config.resume is None:  # an --overwrite'n run's checkpoints would be taken for this run's
+            for stale in (config.run_dir / "checkpoints").glob("checkpoint_*.zip"):
+                stale.unlink()
         (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         envs = f"{config.n_envs} envs" + (f" on {world} ranks" if world > 1 else "")
         print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({envs}, {config.device})")
@@ -238,7 +241,7 @@ def setup(config: TrainConfig) -> TrainingRun:
         print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
     budget_seconds = config.budget_minutes * 60 - float(resumed.get("train_seconds", 0.0))
     if budget_seconds <= 0:
-        raise ValueError(
+        raise TrainingFailed(
             f"--resume: the run already used its {config.budget_minutes} minutes; give a larger --budget-minutes."
         )
     run = TrainingRun(
@@ -300,18 +303,16 @@ def learn(run: TrainingRun) -> float:
         callbacks.append(DataParallelCallback())  # last: it sees the advantages after the KL penalty
     callbacks.append(run.checkpoints)
     run.train_started = time.monotonic()
-    resuming = bool(run.resumed)
+    resuming = run.config.resume is not None
     steps = run.config.total_timesteps - (run.model.num_timesteps if resuming else 0)
     try:
         run.model.learn(
             steps, callback=CallbackList([c for c in callbacks if c is not None]), reset_num_timesteps=not resuming
         )
     except Exception as error:  # e.g. a reward model that raises or returns NaN: say what is safe and how to go on
-        saved = run.checkpoints.saved[-1] if run.checkpoints is not None and run.checkpoints.saved else None
-        if saved is None and resuming:
-            from agents.common.checkpoint import latest_checkpoint
+        from agents.common.checkpoint import latest_checkpoint
 
-            saved = latest_checkpoint(run.config.run_dir / "checkpoints")
+        saved = latest_checkpoint(run.config.run_dir / "checkpoints")  # this run's own, or the one it resumed from
         where = (
             f"The last checkpoint, {saved}, is intact: fix the cause, then continue with --resume {run.config.run_dir}"
             if saved is not None
