@@ -46,6 +46,44 @@ def test_step_appends_the_token_and_pays_only_at_the_end(char_env):
     assert rewards == [0.0] * 5 + [6.0]
 
 
+def test_dense_reward_pays_the_change_of_the_score_and_sums_to_it():
+    """reward_t = score(completion[:t]) - score(completion[:t-1]): the 'a' written at step t alone earns its point."""
+
+    def last_char_is_a(prompts, completions):  # not additive: the potential rises and falls
+        return np.array([float(c.endswith("a")) + c.count("b") for c in completions])
+
+    env = TextGenerationEnv(SHORT_PROMPTS, "char", last_char_is_a, max_prompt_tokens=16, max_new_tokens=5,
+                            dense_reward=True)  # fmt: skip
+    env.reset(seed=0)
+    rewards, infos = [], []
+    for char in "xabab":
+        _, reward, terminated, _, info = env.step(env.tokenizer.convert_tokens_to_ids(char))
+        rewards.append(reward)
+        infos.append(info)
+    assert rewards == [0.0, 1.0, 0.0, 1.0, 0.0] and terminated  # "x" 0, "xa" 1, "xab" 1, "xaba" 2, "xabab" 2
+    assert sum(rewards) == infos[-1]["score"] == last_char_is_a([""], ["xabab"])[0]
+    assert "score" not in infos[0]
+    env.reset(seed=0)  # the next episode starts from an unpaid score
+    _, reward, *_ = env.step(env.tokenizer.convert_tokens_to_ids("a"))
+    assert reward == 1.0
+
+
+def test_dense_reward_state_survives_get_and_set_state():
+    env = TextGenerationEnv(SHORT_PROMPTS, "char", count_a, max_prompt_tokens=16, max_new_tokens=4, dense_reward=True)
+    env.reset(seed=0)
+    env.step(env.tokenizer.convert_tokens_to_ids("a"))
+    state = env.get_state()
+    clone = TextGenerationEnv(SHORT_PROMPTS, "char", count_a, max_prompt_tokens=16, max_new_tokens=4, dense_reward=True)
+    clone.set_state(state)
+    _, reward, *_ = clone.step(env.tokenizer.convert_tokens_to_ids("a"))
+    assert reward == 1.0  # not 2.0: the first 'a' was paid before the state was saved
+
+
+def test_dense_reward_with_deferred_scoring_is_an_error():
+    with pytest.raises(ValueError, match="pass one of them"):
+        TextGenerationEnv(SHORT_PROMPTS, "char", count_a, dense_reward=True, defer_scoring=True)
+
+
 def test_eos_ends_the_episode_when_stop_on_eos(char_env):
     char_env.reset(seed=0)
     char_env.step(char_env.tokenizer.convert_tokens_to_ids("a"))

@@ -197,3 +197,24 @@ def test_reference_log_probs_in_chunks_equal_those_of_one_pass():
     expected = whole.gather(1, actions.long()[:, None]).squeeze(1)
     chunked = ReferenceModel(model.policy, chunk_rows=5).log_probs(obs, actions)  # 5 + 5 + 2 rows
     torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_held_out_scores_are_the_completions_scores_with_dense_reward_too():
+    """generate_completions reports each completion's score, not its last step's reward (a dense env pays it out
+    token by token)."""
+    from text_env import TextGenerationEnv
+
+    def count_a(prompts, completions):
+        return np.array([c.count("a") for c in completions], dtype=float)
+
+    prompts = ["The movie", "A film about", "I watched", "Plot:"]
+    results = {}
+    for dense in (False, True):
+        env = TextGenerationEnv(prompts, "char", count_a, max_prompt_tokens=16, max_new_tokens=12, dense_reward=dense)
+        model = PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=12, seed=0)
+        torch.manual_seed(0)
+        results[dense] = generate_completions(model, env, prompts * 4)
+    assert results[True].completions == results[False].completions
+    np.testing.assert_array_equal(results[True].scores, count_a(None, results[True].completions))
+    np.testing.assert_array_equal(results[True].scores, results[False].scores)
+    assert results[True].scores.max() > 0  # some completions wrote an 'a'

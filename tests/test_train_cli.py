@@ -76,6 +76,16 @@ def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, mess
     assert message in capsys.readouterr().err
 
 
+def test_boolean_options_are_switches_that_reach_the_task(tmp_path):
+    assert parse_config([]).dense_reward is False
+    config = parse_config(["--dense-reward"])
+    assert config.dense_reward is True and config.task_kwargs()["dense_reward"] is True
+    path = tmp_path / "c.yaml"
+    path.write_text("dense_reward: true\n")
+    assert parse_config(["--config", str(path), "--no-dense-reward"]).dense_reward is False
+    assert "dense_reward" not in parse_config(["--config", str(path), "--no-dense-reward"]).task_kwargs()
+
+
 def test_yaml_config_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algorithm: a2c\nlearning_rate: 0.001\nkl_target: null\n")

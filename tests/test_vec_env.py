@@ -60,6 +60,12 @@ def test_the_wrapper_needs_text_envs():
         BatchedRewardVecEnv(DummyVecEnv([lambda: IdentityEnv(3)]))
 
 
+def test_the_wrapper_refuses_dense_reward_envs():
+    make = lambda: TextGenerationEnv(SHORT_PROMPTS, "char", CountingReward(), dense_reward=True)  # noqa: E731
+    with pytest.raises(ValueError, match="dense_reward"):
+        BatchedRewardVecEnv(make_vec_env(make, n_envs=2, seed=0))
+
+
 def test_a_nan_score_in_a_batch_names_its_pair():
     class NanForB(RewardModel):
         def score(self, prompts, completions):

@@ -78,6 +78,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     - ``defer_scoring``: do not call the reward model; the last step returns reward 0.0 and
       ``info["score_pending"] = True``, and a vector-env wrapper scores every completion that finished in the same
       vector step in one batched call (``agents.common.vec_env.BatchedRewardVecEnv`` sets it for you).
+    - ``dense_reward``: pay the score's change at every token, ``reward_t = score(completion[:t]) -
+      score(completion[:t-1])`` (the empty completion counts 0), instead of the whole score at the end. The rewards
+      of an episode sum to the same final score (potential-based shaping, Ng et al. 1999: the optimal policies, and
+      the KL-regularised objective, are unchanged), but a token is no longer credited with a sentiment word written
+      before it: less variance, less KL spent on tokens that did not earn the reward. The reward model is called at
+      every step, so use it with cheap ones (VADER: ~15 us a call); ``info["score"]`` is the final score as before.
 
     ## Version History
     - v0: initial version.
@@ -106,6 +112,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         render_mode: str | None = None,
         defer_scoring: bool = False,
         eval_prompts: PromptSource | None = None,
+        dense_reward: bool = False,
     ) -> None:
         for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -119,6 +126,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             raise ValueError(f"max_prompt_tokens must be >= 1, got {max_prompt_tokens}.")
         if truncation not in ("left", "error"):
             raise ValueError(f"truncation must be 'left' or 'error', got {truncation!r}.")
+        if dense_reward and defer_scoring:
+            raise ValueError(
+                "dense_reward scores the completion at every step and defer_scoring scores it once, in the vector "
+                "env, after the last: pass one of them (BatchedRewardVecEnv sets defer_scoring; use a plain vector env "
+                "with dense_reward)."
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise UnsupportedRenderModeError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
@@ -133,6 +146,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self.truncation = truncation
         self.render_mode = render_mode
         self.defer_scoring = defer_scoring
+        self.dense_reward = bool(dense_reward)
+        self._paid = 0.0  # dense_reward: the score of the completion so far, already paid out
 
         tokenizer_size = len(self.tokenizer)
         self.vocab_size = tokenizer_size if vocab_size is None else int(vocab_size)
@@ -264,6 +279,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._attention_mask[start : self.max_prompt_tokens] = 1
         self._prompt = prompt
         self._num_new = 0
+        self._paid = 0.0
         self._done = False
         self._started = True
         return self._observation(), {"prompt": prompt}
@@ -325,13 +341,18 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         terminated = bool(wrote_eos or self._num_new >= self.max_new_tokens)
         info: dict[str, Any] = {"prompt": self._prompt}
         reward = 0.0
+        if self.dense_reward:
+            score = self._score(self._prompt, self.completion_text())
+            reward, self._paid = score - self._paid, score  # the rewards so far sum to ``score``
+            if terminated:
+                info["score"] = score
         if terminated:
             self._done = True
             completion = self.completion_text()
             info.update(completion=completion, num_new_tokens=self._num_new)
             if self.defer_scoring:
                 info["score_pending"] = True  # scored with the other envs' completions, by the vector env
-            else:
+            elif not self.dense_reward:
                 reward = self._score(self._prompt, completion)
                 info["score"] = reward
         if self.render_mode == "human":
@@ -359,6 +380,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             "attention_mask": self._attention_mask.copy(),
             "prompt": self._prompt,
             "num_new": self._num_new,
+            "paid": self._paid,
             "done": self._done,
             "started": self._started,
             "np_random": self.np_random.bit_generator.state,
@@ -383,6 +405,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._input_ids[:] = state["input_ids"]
         self._attention_mask[:] = state["attention_mask"]
         self._prompt, self._num_new = state["prompt"], state["num_new"]
+        self._paid = float(state.get("paid", 0.0))  # checkpoints from before dense_reward have none
         self._done, self._started = state["done"], state["started"]
         self.np_random.bit_generator.state = state["np_random"]
 

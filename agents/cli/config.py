@@ -91,6 +91,13 @@ class TrainConfig:
     )
     max_new_tokens: int | None = field(default=None, metadata={"help": "completion length (default: the task's)"})
     max_prompt_tokens: int | None = field(default=None, metadata={"help": "prompt length (default: the task's)"})
+    dense_reward: bool = field(
+        default=False,
+        metadata={
+            "help": "pay the score's change at every token (same return, potential-based shaping): a token is not "
+            "credited with words written before it; for cheap reward models (VADER)"
+        },
+    )
     # --- model
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "model name or local directory"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank on all linear layers; 0 fine-tunes all weights"})
@@ -288,6 +295,8 @@ class TrainConfig:
         for name in ("max_new_tokens", "max_prompt_tokens"):
             if getattr(self, name) is not None:
                 kwargs[name] = getattr(self, name)
+        if self.dense_reward:
+            kwargs["dense_reward"] = True
         vocab = model_vocab_size(self.model)
         if vocab is not None:
             kwargs["vocab_size"] = vocab  # the action space is the model's output layer
@@ -407,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.name == "overwrite":
             parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        elif f.type in (bool, "bool"):  # --dense-reward / --no-dense-reward
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=_metavar(f), help=help_text)
     return parser

@@ -135,7 +135,7 @@ def generate_completions(
         envs = [base.fresh_copy() for _ in chunk]
         observations = [e.reset(options={"prompt": p})[0] for e, p in zip(envs, chunk, strict=True)]
         done = np.zeros(len(chunk), dtype=bool)
-        chunk_scores = np.zeros(len(chunk))
+        chunk_scores, chunk_returns = np.zeros(len(chunk)), np.zeros(len(chunk))
         steps: list[_Step] = []
         while not done.all():
             batch = {k: np.stack([o[k] for o in observations]) for k in observations[0]}  # (B, L) each
@@ -150,10 +150,12 @@ def generate_completions(
             for i, e in enumerate(envs):
                 if done[i]:
                     continue
-                observations[i], reward, terminated, truncated, _ = e.step(int(actions[i]))
+                observations[i], reward, terminated, truncated, info = e.step(int(actions[i]))
+                chunk_returns[i] += float(reward)
                 if terminated or truncated:
                     done[i] = True
-                    chunk_scores[i] = float(reward)
+                    # the completion's score: all of the return, or its last increment under dense_reward
+                    chunk_scores[i] = info.get("score", chunk_returns[i])
         completions.extend(e.completion_text() for e in envs)
         lengths.extend(len(e.completion_ids()) for e in envs)
         scores.append(chunk_scores)

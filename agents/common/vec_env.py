@@ -33,6 +33,11 @@ class BatchedRewardVecEnv(VecEnvWrapper):
     def __init__(self, venv: VecEnv, reward_model: RewardModel | None = None) -> None:
         super().__init__(venv)
         try:
+            if any(venv.get_attr("dense_reward")):
+                raise ValueError(
+                    "BatchedRewardVecEnv scores each completion once, at its end; these envs have dense_reward=True "
+                    "(a score at every token): use the vector env without BatchedRewardVecEnv."
+                )
             # Gymnasium's set_wrapper_attr reaches the TextGenerationEnv under wrappers such as SB3's Monitor
             # (VecEnv.set_attr would set the attribute on the outermost wrapper only).
             venv.env_method("set_wrapper_attr", "defer_scoring", True)
