@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 #   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test train bench lint long-run compare compare-real
+.PHONY: setup test train bench lint long-run compare compare-real bench-peer
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,9 @@ COMPARE_REAL_ARGS ?= --env-id text_env/PositiveReview-v0 --algorithms ppo grpo r
 	--budget-tokens 23040 --eval-every-tokens 4608 --compute-dtype bfloat16 --workers 2 --out runs/compare-real
 compare-real: setup
 	HF_HUB_OFFLINE=1 $(PY) -m agents.compare $(COMPARE_REAL_ARGS) $(COMPARE_ARGS)
+
+# The peer comparison (TRL 0.24 PPOTrainer and TRL 1.x GRPOTrainer against this package's PPO and GRPO, same shape),
+# each TRL in its own venv (.venv-peer-trl024, .venv-peer-trl1); ~12 minutes on 2 CPU cores; benchmarks/peer.json.
+bench-peer: setup
+	PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" benchmarks/peer/setup.sh
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/peer_compare.py $(BENCH_PEER_ARGS)

@@ -1,0 +1,107 @@
+"""TRL 1.x's ``GRPOTrainer`` on the shape of this package's GRPO: seconds per iteration and peak RSS, as JSON.
+
+Runs in ``.venv-peer-trl1`` (``benchmarks/peer/setup.sh``), started by ``benchmarks/peer_compare.py``.
+
+Shape, as this package's GRPO in ``benchmarks/group_vs_ppo.py``: SmolLM2-135M-Instruct in float32, one iteration
+samples 4 prompts x 4 completions (``generation_batch_size=16``, ``num_generations=4``) of exactly 48 tokens
+(``min_new_tokens=48``, as the env's ``stop_on_eos=False``) at temperature 1 from the full distribution, then
+trains 1 epoch (``num_iterations=1``) over 2 minibatches of 8 completions (``per_device_train_batch_size=8``,
+``steps_per_generation=2``): 2 optimizer steps. Advantages normalised by the group's std, per-completion mean of
+the token losses (``loss_type="grpo"``), k3 KL to a frozen reference copy in the loss with beta 0.04, learning
+rate 1e-5, reward VADER on the completion (the same scorer as ``text_env.rewards.SentimentReward``).
+
+Set against TRL's defaults: ``bf16=False`` (float32, as this package's default; ``--bf16`` for TRL's default) and
+``gradient_checkpointing=False`` (this package does not checkpoint). Because the second minibatch is trained after
+the first optimizer step, TRL recomputes the old log-probabilities with one extra no-grad forward pass over the 16
+completions; this package keeps those of the sampling pass (the same float32 model, so they are exact).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (
+    MINIBATCH,
+    N_PROMPTS,
+    NEW_TOKENS,
+    VaderReward,
+    load_tokenizer,
+    model_dir,
+    parser,
+    peak_rss_mib,
+    read_prompts,
+    step_timer,
+    versions,
+)
+
+GROUP_SIZE = 4
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--bf16", action="store_true", help="bf16 autocast (TRL's default) instead of float32")
+    args = cli.parse_args()
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.set_num_threads(args.threads)
+    directory = model_dir(args.gguf_dir)
+    tokenizer = load_tokenizer(directory)
+    policy = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    dataset = Dataset.from_dict({"prompt": read_prompts(args.prompts)})  # plain text: no chat template, as the env
+    steps_per_iteration = N_PROMPTS // MINIBATCH
+    timer = step_timer(steps_per_iteration)
+    with tempfile.TemporaryDirectory() as output_dir:
+        config = GRPOConfig(
+            output_dir=output_dir,
+            per_device_train_batch_size=MINIBATCH,  # completions per optimizer step
+            gradient_accumulation_steps=1,
+            steps_per_generation=steps_per_iteration,  # 16 completions sampled at once, trained in 2 steps
+            num_generations=GROUP_SIZE,
+            num_iterations=1,
+            max_completion_length=NEW_TOKENS,
+            generation_kwargs={"min_new_tokens": NEW_TOKENS},
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            beta=0.04,
+            loss_type="grpo",
+            scale_rewards="group",
+            learning_rate=1e-5,
+            max_steps=steps_per_iteration * (args.iterations + 1),
+            bf16=args.bf16,
+            gradient_checkpointing=False,
+            use_cpu=True,
+            report_to="none",
+            save_strategy="no",
+            logging_steps=1,
+            log_completions=False,
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = GRPOTrainer(
+            model=policy, reward_funcs=VaderReward(), args=config, train_dataset=dataset, processing_class=tokenizer,
+            callbacks=[timer],
+        )  # fmt: skip
+        trainer.train()
+    seconds = timer.seconds()[1:]  # drop the warm-up iteration
+    result = {
+        "trainer": "TRL GRPOTrainer (policy, reference: 2 x SmolLM2-135M; reward VADER)",
+        "seconds_per_iteration": sum(seconds) / len(seconds),
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "precision": "bf16 autocast" if args.bf16 else "float32",
+        "threads": torch.get_num_threads(),
+        "versions": versions("torch", "transformers", "trl", "accelerate", "huggingface-hub"),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

