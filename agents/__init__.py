@@ -14,6 +14,19 @@ Layout, as SB3's: ``agents/common/`` (shared pieces), ``agents/grpo/`` (one home
 import importlib
 import sys
 
+try:  # text_env installs alone (pip install text-env-rl); the algorithms come with the 'agents' extra
+    import sb3_contrib  # noqa: F401
+    import stable_baselines3  # noqa: F401
+except ModuleNotFoundError as error:
+    _missing = (error.name or "").split(".")[0]
+    if _missing not in ("stable_baselines3", "sb3_contrib"):
+        raise
+    raise ModuleNotFoundError(
+        f"agents needs {_missing}, which comes with the 'agents' extra: pip install 'text-env-rl[agents]' "
+        "(text_env, the environments, works without it).",
+        name=_missing,
+    ) from error
+
 from agents.common.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
 from agents.common.callbacks import KLPenaltyCallback
 from agents.common.distributed import DataParallelCallback

@@ -4,16 +4,18 @@
     .venv/bin/python benchmarks/throughput.py --models tiny --skip-memory   # seconds
     .venv/bin/python benchmarks/throughput.py --models                      # memory only, ~3 minutes
 
-For each model, with 16 envs, prompts left-padded to 64 tokens and 48 new tokens per episode:
+For each model, with 32 envs (``--envs``), prompts left-padded to 64 tokens and 48 new tokens per episode:
 
 - rollout: generated tokens/s of SB3's ``collect_rollouts`` with ``CausalLMPolicy`` (one episode per env) and of
-  ``model.generate`` (sampling, ``top_k=0``) on the same prompts, batch and lengths; their ratio;
+  ``model.generate`` in float32 (sampling, ``top_k=0``) on the same prompts, batch and lengths; their ratio; the
+  same rollout with ``compute_dtype="bfloat16"``, and with LoRA r=16 in bf16 (the main job's policy), against the
+  same float32 ``generate``;
 - update: transitions/s of one epoch of ``PPO.train`` (minibatches of 4 episodes = 192 transitions) and of a
-  plain forward + backward + AdamW step over the same sequences in the same minibatches; their ratio;
+  plain forward + backward + AdamW step over the same sequences in the same minibatches; their ratio (float32);
 - the same two ratios for the naive path (no KV cache; stock buffer and one forward pass per transition),
   timed on a slice of the work (it is tens of times slower) and reported per token/transition;
-- memory (SmolLM2 only, each case in a fresh process): peak RSS of a PPO iteration with the KL reference, for
-  full fine-tuning and for LoRA, with a breakdown.
+- memory (SmolLM2 only, each case in a fresh process, 16 envs: TRL's PPO shape): peak RSS of a PPO iteration with
+  the KL reference, for full fine-tuning and for LoRA, with a breakdown.
 
 Ratios are the figures to read: both sides run in the same process, one after the other, so machine noise
 largely cancels. Results print as a table and go to ``benchmarks/results.json``.
@@ -72,7 +74,7 @@ def make_env(stop_on_eos: bool = False) -> Any:
     return env
 
 
-def make_ppo(model_spec: Any, env: Any, *, fast: bool, lora: dict | None = None) -> Any:
+def make_ppo(model_spec: Any, env: Any, *, fast: bool, lora: dict | None = None, compute_dtype: str = "float32") -> Any:
     from stable_baselines3 import PPO
 
     from agents import CausalLMPolicy, EpisodeRolloutBuffer
@@ -81,7 +83,12 @@ def make_ppo(model_spec: Any, env: Any, *, fast: bool, lora: dict | None = None)
         CausalLMPolicy,
         env,
         policy_kwargs=dict(
-            model=model_spec, kv_cache=fast, share_prefixes=fast, lora=lora, optimizer_class=torch.optim.AdamW
+            model=model_spec,
+            kv_cache=fast,
+            share_prefixes=fast,
+            lora=lora,
+            optimizer_class=torch.optim.AdamW,
+            compute_dtype=compute_dtype,
         ),
         n_steps=NEW_TOKENS,
         batch_size=NEW_TOKENS * MINIBATCH_EPISODES,
@@ -163,6 +170,17 @@ def benchmark_model(name: str, spec: Any, naive_steps: int, naive_transitions: i
     time_collect(fast, 2)  # warm-up (allocator, first-call overheads)
     rollout = time_collect(fast, NEW_TOKENS)
     generate = time_generate(fast.policy.lm, env)
+    fast_bf16 = make_ppo(spec, env, fast=True, compute_dtype="bfloat16")
+    fast_bf16.policy.load_state_dict(fast.policy.state_dict())
+    time_collect(fast_bf16, 2)
+    rollout_bf16 = time_collect(fast_bf16, NEW_TOKENS)
+    del fast_bf16
+    lora_bf16 = make_ppo(
+        spec, env, fast=True, compute_dtype="bfloat16", lora=dict(r=16, lora_alpha=32, target_modules="all-linear")
+    )
+    time_collect(lora_bf16, 2)
+    rollout_lora_bf16 = time_collect(lora_bf16, NEW_TOKENS)
+    del lora_bf16
     naive_rollout = time_collect(naive, naive_steps)
     # Update: one epoch of PPO.train on the fast model's full rollout buffer.
     fast.policy.set_training_mode(True)
@@ -182,12 +200,16 @@ def benchmark_model(name: str, spec: Any, naive_steps: int, naive_transitions: i
     result = {
         "rollout_tokens_per_s": transitions / rollout,
         "generate_tokens_per_s": transitions / generate,
+        "rollout_bf16_tokens_per_s": transitions / rollout_bf16,
+        "rollout_lora_bf16_tokens_per_s": transitions / rollout_lora_bf16,
         "naive_rollout_tokens_per_s": N_ENVS * naive_steps / naive_rollout,
         "update_transitions_per_s": transitions / update,
         "plain_update_transitions_per_s": transitions / plain,
         "naive_update_transitions_per_s": naive_transitions / naive_update,
     }
     result["rollout_ratio"] = result["rollout_tokens_per_s"] / result["generate_tokens_per_s"]
+    result["rollout_bf16_ratio"] = result["rollout_bf16_tokens_per_s"] / result["generate_tokens_per_s"]
+    result["rollout_lora_bf16_ratio"] = result["rollout_lora_bf16_tokens_per_s"] / result["generate_tokens_per_s"]
     result["update_ratio"] = result["update_transitions_per_s"] / result["plain_update_transitions_per_s"]
     result["naive_rollout_ratio"] = result["naive_rollout_tokens_per_s"] / result["generate_tokens_per_s"]
     result["naive_update_ratio"] = result["naive_update_transitions_per_s"] / result["plain_update_transitions_per_s"]
@@ -249,6 +271,7 @@ def main() -> None:
         "--models", nargs="*", default=["tiny", "smollm2"], choices=["tiny", "smollm2"], help="none: memory only"
     )
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--envs", type=int, default=32, help="envs (batch rows) of the throughput cases")
     parser.add_argument("--memory-case", choices=["full", "lora"], help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -260,7 +283,9 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     machine += f", torch {torch.__version__}"
     if args.models:
-        results.update(date=str(date.today()), machine=machine)
+        results.update(date=str(date.today()), machine=machine, envs=args.envs)
+    global N_ENVS
+    N_ENVS = args.envs  # throughput only: the memory cases run in their own processes with TRL's 16
     for name in args.models:
         spec = tiny_config() if name == "tiny" else "smollm2-135m-instruct"
         naive_steps, naive_transitions = (NEW_TOKENS, 192) if name == "tiny" else (6, 24)
@@ -277,7 +302,8 @@ def main() -> None:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\nThroughput ({results['machine']}, {results['date']}); 16 envs, 64 prompt + 48 new tokens")
+    envs = results.get("envs", 16)
+    print(f"\nThroughput ({results['machine']}, {results['date']}); {envs} envs, 64 prompt + 48 new tokens")
     print(
         "| model | path | rollout tok/s | generate tok/s | rollout ratio | update trans/s | plain trans/s | "
         "update ratio |\n|---|---|---|---|---|---|---|---|"
@@ -288,6 +314,12 @@ def print_table(results: dict[str, Any]) -> None:
             f"{r['rollout_ratio']:.2f} | {r['update_transitions_per_s']:.0f} | "
             f"{r['plain_update_transitions_per_s']:.0f} | {r['update_ratio']:.2f} |"
         )
+        for key, label in (("rollout_bf16", "fast, bf16"), ("rollout_lora_bf16", "fast, LoRA r=16, bf16")):
+            if f"{key}_tokens_per_s" in r:
+                print(
+                    f"| {name} | {label} | {r[f'{key}_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
+                    f"{r[f'{key}_ratio']:.2f} | | | |"
+                )
         print(
             f"| {name} | naive | {r['naive_rollout_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
             f"{r['naive_rollout_ratio']:.2f} | {r['naive_update_transitions_per_s']:.1f} | "

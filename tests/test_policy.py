@@ -142,3 +142,17 @@ def test_normalised_observations_get_a_clear_error():
         model.learn(16)
     env = VecNormalize(make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0), norm_obs=False)
     PPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=8, batch_size=8).learn(16)
+
+
+def test_sampled_token_ids_follow_the_distribution_and_never_take_masked_tokens():
+    from agents.common.policy import sample_token_ids
+
+    probs = torch.tensor([[0.5, 0.0, 0.2, 0.15, 0.1, 0.05, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])
+    torch.manual_seed(0)
+    draws = torch.stack([sample_token_ids(probs) for _ in range(20000)])  # (N, 2)
+    frequencies = torch.bincount(draws[:, 0], minlength=7).double() / len(draws)
+    assert torch.allclose(frequencies, probs[0].double(), atol=0.01)  # binomial std <= 0.0036
+    assert frequencies[1] == 0 and frequencies[6] == 0
+    assert (draws[:, 1] == 6).all()
+    torch.manual_seed(0)
+    assert torch.equal(sample_token_ids(probs), draws[0])  # the global torch seed makes it reproducible

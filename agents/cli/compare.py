@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -432,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         real = is_task_mode(args)
+        needed = ("matplotlib", "scipy") if real else ("matplotlib",)  # the report's plots and confidence intervals
+        missing = [name for name in needed if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"the comparison's report needs {' and '.join(missing)}: pip install 'text-env-rl[plots]'")
         args.algorithms = algorithms or list(TASK_ALGORITHMS if real else ALGORITHMS)
         args.env_id = args.env_id or "text_env/Vowels-v0"
         if not real:

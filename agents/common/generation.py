@@ -16,7 +16,7 @@ import torch
 from stable_baselines3.common.utils import obs_as_tensor
 
 from agents.common.episodes import stack_steps
-from agents.common.policy import CausalLMPolicyBase, MaskableCausalLMPolicy
+from agents.common.policy import CausalLMPolicyBase, MaskableCausalLMPolicy, sample_token_ids
 from agents.common.reference import ReferenceModel
 from text_env.env import TextGenerationEnv
 
@@ -145,7 +145,7 @@ def generate_completions(
             if deterministic:
                 actions = logits.argmax(-1)
             else:
-                actions = torch.distributions.Categorical(logits=logits).sample()  # (B,)
+                actions = sample_token_ids(torch.softmax(logits, -1))  # (B,)
             steps.append(_Step(obs, actions, masks, ~done, logits))
             for i, e in enumerate(envs):
                 if done[i]:

@@ -38,6 +38,23 @@ def load_causal_lm(model: ModelSpec, **model_kwargs: Any) -> PreTrainedModel:
         ) from error
 
 
+def apply_lora(lm: nn.Module, lora: dict[str, Any]) -> nn.Module:
+    """Wrap ``lm`` in peft LoRA adapters with the settings ``lora`` (``LoraConfig`` keywords, e.g.
+    ``dict(r=8, lora_alpha=16)``); the task type is always ``CAUSAL_LM``. peft comes with the ``lora`` extra."""
+    task_type = lora.get("task_type", "CAUSAL_LM")
+    if str(task_type) not in ("CAUSAL_LM", "TaskType.CAUSAL_LM"):
+        raise ValueError(f"lora task_type must be CAUSAL_LM for a causal-LM policy, got {task_type!r}.")
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            f"LoRA (r={lora.get('r', 8)}) needs peft: pip install 'text-env-rl[lora]', or train without LoRA "
+            "to fine-tune all weights (policy_kwargs without 'lora'; on the command line, --lora-r 0).",
+            name="peft",
+        ) from error
+    return get_peft_model(lm, LoraConfig(**{**lora, "task_type": "CAUSAL_LM"}))
+
+
 def unwrap_peft(lm: nn.Module) -> PreTrainedModel:
     """The transformers model inside a peft wrapper (LoRA layers stay injected), or ``lm`` itself."""
     get_base_model = getattr(lm, "get_base_model", None)
