@@ -2,15 +2,19 @@
 
 One spawned session of two ranks runs the scenarios in order (starting processes costs more than the scenarios):
 identical weights after PPO (with ranks stopping early at different minibatches) and GRPO updates, one update equal
-to the single-process full-batch update, settings that differ across ranks, and last a rank whose reward model
-raises. Every wait is bounded: a process-group timeout of 60 s and join timeouts.
+to the single-process full-batch update, settings that differ across ranks, a single process's checkpoint resumed
+on two ranks and checkpoints that cannot be loaded, and last a rank whose reward model raises. Then the CLI under
+torchrun: a straight run, a cut run resumed on two ranks (it ends on the straight run's weights) and in one process.
+Every wait is bounded: a process-group timeout of 60 s and join timeouts.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -202,12 +206,76 @@ def scenario_failure(rank: int, model_dir: str) -> dict:
     return dict(error=None, seconds=time.monotonic() - started)
 
 
+def _single_process_checkpoint(model_dir: Path, path: Path) -> None:
+    """A checkpoint written by one process (2 envs), with an adaptive KL coefficient that moved."""
+    from agents import KLPenaltyCallback
+    from agents.common.checkpoint import save_checkpoint
+
+    model = _ppo(str(model_dir), 2, 0, 0, n_steps=8, batch_size=8, learning_rate=1e-2)
+    kl = KLPenaltyCallback(kl_coef=0.1, kl_target=0.01, horizon=10)
+    model.learn(32, callback=kl)
+    save_checkpoint(model, path, kl)
+
+
+def scenario_resume(rank: int, model_dir: str) -> dict:
+    """A single process's checkpoint loaded on each of 2 ranks (2 envs each): the training state as saved, fresh
+    episodes seeded per rank (rank 0 warns), then a data-parallel rollout and update. Then a corrupt and a missing
+    checkpoint through the CLI's resume_model: every rank raises the same TrainingFailed, none waits."""
+    import warnings
+
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    from agents import DataParallelCallback
+    from agents.cli.config import TrainConfig
+    from agents.cli.train import TrainingFailed, rank_config, resume_model
+    from agents.common.checkpoint import load_checkpoint_state
+    from agents.common.distributed import broadcast_flag
+
+    root = Path(model_dir).parent
+    data, params, _ = load_from_zip_file(root / "single.zip")
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=100 * rank)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, kl, _ = load_checkpoint_state(PPO, root / "single.zip", env, device="cpu")
+    assert kl is not None
+    result: dict = dict(
+        warnings=[str(w.message) for w in caught if "episodes in progress" in str(w.message)],
+        weights_equal=all(torch.equal(v, params["policy"][k]) for k, v in model.policy.state_dict().items()),
+        timesteps=(model.num_timesteps, data["num_timesteps"]),
+        kl_coef=(kl.kl_coef, data["resume_state"]["kl"]["kl_coef"]),
+        fresh=bool(model._last_episode_starts.all()),
+        draw=float(torch.rand(1)),
+    )
+    model.learn(32, callback=[kl, DataParallelCallback()], reset_num_timesteps=False)  # 2 ranks x 2 envs x 8
+    result.update(after=model.num_timesteps, state=_state(model))
+
+    if rank == 0:
+        (root / "corrupt" / "checkpoints").mkdir(parents=True)
+        (root / "corrupt" / "checkpoints" / "checkpoint_48.zip").write_bytes(b"PK\x03\x04 cut short")
+        (root / "empty").mkdir()
+    broadcast_flag(True, "the test's files are written")
+    result["outcomes"] = {}
+    for name in ("corrupt", "empty"):
+        config = TrainConfig(env_id="text_env/Vowels-v0", model=model_dir, output_dir=str(root), name=name,
+                             n_envs=4, n_steps=8, batch_size=16)  # fmt: skip
+        started = time.monotonic()
+        try:
+            resume_model(config, rank_config(config), env)
+            result["outcomes"][name] = None
+        except TrainingFailed as error:
+            result["outcomes"][name] = (str(error), error.every_rank, time.monotonic() - started)
+    return result
+
+
 SCENARIOS = {
     "ppo": scenario_ppo,
     "a2c_maskable": scenario_a2c_maskable,
     "grpo": scenario_grpo,
     "equivalence": scenario_equivalence,
     "mismatch": scenario_mismatch,
+    "resume": scenario_resume,
     "failure": scenario_failure,
 }
 
@@ -248,6 +316,7 @@ def session(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("distributed")
     model_dir = root / "tiny"
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)  # the same weights everywhere
+    _single_process_checkpoint(model_dir, root / "single.zip")
     context = multiprocessing.get_context("spawn")
     port = free_port()
     processes = [
@@ -332,6 +401,33 @@ def test_a_rank_that_raises_stops_every_rank_with_a_clear_error(session):
     assert session["exitcodes"] == [1, 1]
 
 
+def test_a_single_process_checkpoint_resumes_on_two_ranks_with_fresh_episodes(session):
+    rank0, rank1 = session["resume"]
+    _no_crash([rank0, rank1])
+    for result in (rank0, rank1):
+        assert result["weights_equal"] and result["fresh"]
+        assert result["timesteps"][0] == result["timesteps"][1] == 32
+        assert result["kl_coef"][0] == result["kl_coef"][1] != 0.1  # the adaptive coefficient as saved
+    assert len(rank0["warnings"]) == 1 and not rank1["warnings"]  # rank 0 alone says so
+    assert "saved by 1 process(es) with 2 envs each; this run has 2 with 2 envs each" in rank0["warnings"][0]
+    assert rank0["draw"] != rank1["draw"]  # each rank's generators seeded from (seed, rank, timesteps)
+    assert rank0["after"] == rank1["after"] == 64  # it trained on: one rollout of 2 ranks x 2 envs x 8
+    for name, tensor in rank0["state"].items():
+        assert torch.equal(tensor, rank1["state"][name]), name
+
+
+@pytest.mark.parametrize(("name", "message"), [("corrupt", "cannot load"), ("empty", "no checkpoint in")])
+def test_a_corrupt_or_missing_checkpoint_stops_every_rank_with_one_message(session, name, message):
+    outcomes = [result["outcomes"][name] for result in session["resume"]]
+    assert None not in outcomes, outcomes
+    (text0, every0, seconds0), (text1, every1, seconds1) = outcomes
+    assert text0 == text1 and every0 and every1  # the same message; rank 0 alone prints it
+    assert text0.startswith("--resume (ranks 0, 1 of 2): " + message), text0
+    if name == "corrupt":
+        assert "wasn't a zip-file" in text0 and "checkpoint_48.zip" in text0 and "Delete it" in text0
+    assert max(seconds0, seconds1) < 20
+
+
 # ---------------------------------------------------------------------------------------------------- one process
 def test_the_callback_needs_a_process_group_and_refuses_trpo(tmp_path):
     from stable_baselines3.common.env_util import make_vec_env
@@ -355,32 +451,146 @@ def test_the_callback_needs_a_process_group_and_refuses_trpo(tmp_path):
         DataParallelCallback().init_callback(trpo)
 
 
-def test_the_cli_under_torchrun_trains_on_two_ranks(tmp_path):
+def torchrun_cli(cwd: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """``python -m agents.train ARGV`` on 2 ranks under torchrun (gloo on loopback, 1 thread each); must exit 0."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "-m", "agents.train", *argv,
+    ]  # fmt: skip
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1", PYTHONPATH=root)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, cwd=cwd)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory) -> dict:
+    """Three CLI runs on 2 ranks, rollouts of 4 envs x 8 = 32 env steps, a checkpoint at every rollout start:
+    ``straight`` to 96 env steps; ``cut`` to 64 (its newest checkpoint: 32); ``resumed``, a copy of ``cut`` resumed
+    to 96. {name: run directory, "<name>_out": the CompletedProcess}."""
     from transformers import AutoModelForCausalLM
 
     from agents.testing import tiny_gpt2_config
 
-    model_dir = tmp_path / "tiny"
+    root = tmp_path_factory.mktemp("cli")
+    model_dir = root / "tiny"
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
-    port = free_port()
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-        "-m", "agents.train", "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--budget-minutes", "0.1",
-        "--n-envs", "4", "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4", "--eval-every", "2",
-        "--output-dir", str(tmp_path / "runs"), "--name", "t",
-    ]  # fmt: skip
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", HF_HUB_OFFLINE="1", PYTHONPATH=root)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    runs = list((tmp_path / "runs").iterdir())
+
+    def argv(name: str, total: int) -> list[str]:
+        return [
+            "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--n-envs", "4", "--n-steps", "8",
+            "--batch-size", "16", "--eval-prompts", "4", "--eval-every", "100", "--checkpoint-every", "1",
+            "--budget-minutes", "10", "--compute-dtype", "float32", "--total-timesteps", str(total),
+            "--output-dir", str(root / name), "--name", "t",
+        ]  # fmt: skip
+
+    runs: dict = {}
+    for name, total in (("straight", 96), ("cut", 64)):
+        runs[f"{name}_out"] = torchrun_cli(root, argv(name, total))
+        runs[name] = root / name / "t"
+    runs["resumed"] = root / "resumed" / "t"
+    shutil.copytree(runs["cut"], runs["resumed"])
+    runs["resumed_out"] = torchrun_cli(root, ["--resume", str(runs["resumed"]), "--total-timesteps", "96"])
+    return runs
+
+
+def test_the_cli_under_torchrun_trains_on_two_ranks(cli_runs):
+    runs = list(cli_runs["straight"].parent.iterdir())
     assert [run.name for run in runs] == ["t"]  # rank 0 alone made the run directory
     summary = json.loads((runs[0] / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["timesteps"] > 0
+    assert summary["world_size"] == 2 and summary["timesteps"] == 96
     assert (runs[0] / "model" / "config.json").is_file()
-    assert done.stdout.count("[eval @") >= 2  # rank 0 evaluated, before and after
+    assert cli_runs["straight_out"].stdout.count("[eval @") >= 2  # rank 0 evaluated, before and after
     assert np.isfinite(summary["after"]["score"])
+
+
+def _checkpoint(path: Path) -> tuple[dict, dict]:
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    data, params, _ = load_from_zip_file(path)
+    return data, params
+
+
+def test_checkpoints_under_torchrun_hold_every_ranks_state(cli_runs):
+    checkpoints = cli_runs["straight"] / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint_32.zip", "checkpoint_64.zip"]  # keep 2
+    data, _ = _checkpoint(checkpoints / "checkpoint_64.zip")
+    state = data["resume_state"]
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    ranks = state["ranks"]
+    assert [len(rank["env_states"]) for rank in ranks] == [2, 2]
+    assert not np.array_equal(ranks[0]["rng"]["numpy"][1], ranks[1]["rng"]["numpy"][1])  # seed + rank
+    # the algorithm's own settings, not DataParallelCallback's stand-ins during training
+    assert data["max_grad_norm"] == 1.0 and data["normalize_advantage"] is True
+    assert data["batch_size"] == 8  # per rank
+
+
+def test_a_cut_run_resumed_on_two_ranks_ends_on_the_straight_runs_weights(cli_runs):
+    from transformers import AutoModelForCausalLM
+
+    out = cli_runs["resumed_out"]
+    assert "resuming from" in out.stdout and "checkpoint_32.zip (32 env steps done)" in out.stdout
+    assert "episodes in progress" not in out.stderr  # the same world size: exact
+    summary = json.loads((cli_runs["resumed"] / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["timesteps"] == 96
+    assert summary["before"]["timesteps"] == 0  # the cut run's first evaluation, kept
+    # the checkpoint both runs wrote at 64 env steps: the same weights, optimizer and KL controller
+    (straight, straight_params), (resumed, resumed_params) = (
+        _checkpoint(run / "checkpoints" / "checkpoint_64.zip") for run in (cli_runs["straight"], cli_runs["resumed"])
+    )
+    for name, tensor in straight_params["policy"].items():
+        assert torch.equal(tensor, resumed_params["policy"][name]), name
+    for key, value in straight_params["policy.optimizer"]["state"].items():
+        for field, tensor in value.items():
+            assert torch.equal(tensor, resumed_params["policy.optimizer"]["state"][key][field]), (key, field)
+    assert straight["resume_state"]["kl"]["kl_coef"] == resumed["resume_state"]["kl"]["kl_coef"]
+    # and the exported models at 96
+    weights = [
+        AutoModelForCausalLM.from_pretrained(cli_runs[name] / "model").state_dict() for name in ("straight", "resumed")
+    ]
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+
+
+def test_a_two_rank_checkpoint_resumes_in_one_process(cli_runs, tmp_path, monkeypatch):
+    """Another world size: the training state as saved (weights, optimizer, timesteps, KL coefficient), the batch
+    size per rank from the config, fresh episodes with a warning; the run continues to its total."""
+    from agents.cli import train
+    from agents.common.checkpoint import latest_checkpoint
+
+    run = tmp_path / "t"
+    shutil.copytree(cli_runs["cut"], run)
+    data, params = _checkpoint(latest_checkpoint(run / "checkpoints"))
+    assert data["resume_state"]["world_size"] == 2 and data["batch_size"] == 8
+    loaded: dict = {}
+    resume_model = train.resume_model
+
+    def spy(config, local, env):
+        model, kl_callback, state = resume_model(config, local, env)
+        loaded.update(
+            weights={k: v.clone() for k, v in model.policy.state_dict().items()},
+            optimizer=copy.deepcopy(model.policy.optimizer.state_dict()),  # its tensors train on otherwise
+            timesteps=model.num_timesteps, kl_coef=kl_callback.kl_coef, batch_size=model.batch_size,
+            n_envs=model.n_envs,
+        )  # fmt: skip
+        return model, kl_callback, state
+
+    monkeypatch.setattr(train, "resume_model", spy)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    expected = r"saved by 2 process\(es\) with 2 envs each; this run has 1 with 4 envs each"
+    with pytest.warns(UserWarning, match=expected):
+        assert train.main(["--resume", str(run), "--total-timesteps", "96"]) == 0
+    for name, tensor in params["policy"].items():
+        assert torch.equal(tensor, loaded["weights"][name]), name
+    for key, value in params["policy.optimizer"]["state"].items():
+        for field, tensor in value.items():
+            assert torch.equal(tensor, loaded["optimizer"]["state"][key][field]), (key, field)
+    assert loaded["timesteps"] == data["num_timesteps"] == 32
+    assert loaded["kl_coef"] == data["resume_state"]["kl"]["kl_coef"]
+    assert (loaded["batch_size"], loaded["n_envs"]) == (16, 4)  # the config's totals, in one process
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 1 and summary["timesteps"] == 96 and summary["before"]["timesteps"] == 0
 
 
 @pytest.mark.parametrize(

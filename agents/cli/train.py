@@ -13,7 +13,9 @@ metric of every rollout in ``progress.csv``).
 Data parallel: ``torchrun --nproc_per_node=N -m agents.train ...`` (multi-node: torchrun's rendezvous flags). Each
 rank gets ``n_envs / N`` envs, ``batch_size / N`` transitions per minibatch and the seed ``seed + rank``;
 :class:`~agents.DataParallelCallback` averages the gradients and keeps every decision common; rank 0 alone writes
-the run directory, logs, evaluates and exports.
+the run directory, logs, evaluates and exports. Checkpoints hold every rank's envs and random streams (gathered to
+rank 0, which writes them); ``--resume`` with the same number of ranks continues exactly, with another number (or a
+single process) it restores the training state and starts fresh episodes (a warning says so).
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class TrainingRun:
     evaluation: Any  # TextEvalCallback
     budget: Any  # TimeBudgetCallback
     started: float  # time.monotonic() at the start of setup
-    checkpoints: Any = None  # CheckpointCallback (rank 0 of a single-process run), or None
+    checkpoints: Any = None  # CheckpointCallback (on every rank; rank 0 writes), or None
     resumed: dict[str, Any] = field(default_factory=dict)  # the CLI state of the checkpoint resumed from
     train_started: float | None = None  # time.monotonic() when learn() started
 
@@ -162,7 +164,14 @@ class TrainingRun:
 
 class TrainingFailed(RuntimeError):
     """Training stopped on an error (e.g. the reward model raised or returned NaN); the message says which
-    checkpoint is intact and how to continue."""
+    checkpoint is intact and how to continue.
+
+    :param every_rank: data parallel: every rank raised this same error (rank 0 alone prints it).
+    """
+
+    def __init__(self, message: str, every_rank: bool = False) -> None:
+        super().__init__(message)
+        self.every_rank = every_rank
 
 
 def fresh_run_dir(config: TrainConfig) -> Path:
@@ -208,7 +217,7 @@ def setup(config: TrainConfig) -> TrainingRun:
     resumed_kl: Any = None
     resumed: dict[str, Any] = {}
     if config.resume is not None:
-        model, resumed_kl, resumed = resume_model(config, env)
+        model, resumed_kl, resumed = resume_model(config, local, env)
     else:
         model = build_model(local, env)
     if rank == 0:
@@ -242,7 +251,8 @@ def setup(config: TrainConfig) -> TrainingRun:
     budget_seconds = config.budget_minutes * 60 - float(resumed.get("train_seconds", 0.0))
     if budget_seconds <= 0:
         raise TrainingFailed(
-            f"--resume: the run already used its {config.budget_minutes} minutes; give a larger --budget-minutes."
+            f"--resume: the run already used its {config.budget_minutes} minutes; give a larger --budget-minutes.",
+            every_rank=True,  # the time used comes from the checkpoint every rank loaded
         )
     run = TrainingRun(
         config, model, eval_env, prompts, callbacks, RolloutHistoryCallback(), evaluation,
@@ -251,7 +261,7 @@ def setup(config: TrainConfig) -> TrainingRun:
     if evaluation is not None:
         evaluation.history = list(resumed.get("eval_history", []))
     run.history.rows = list(resumed.get("rollout_rows", []))
-    if rank == 0 and world == 1 and config.checkpoint_every > 0:
+    if config.checkpoint_every > 0:  # on every rank: each save gathers every rank's envs and random streams
         from agents.common.checkpoint import CheckpointCallback
 
         kl_callback = next((c for c in callbacks if isinstance(c, KLPenaltyCallback)), None)
@@ -262,17 +272,43 @@ def setup(config: TrainConfig) -> TrainingRun:
     return run
 
 
-def resume_model(config: TrainConfig, env: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """The model, KL callback and CLI state of the newest checkpoint in ``<run>/checkpoints``."""
-    from agents.common.checkpoint import latest_checkpoint, load_checkpoint_state
-    from agents.registry import get_algorithm
+def resume_model(config: TrainConfig, local: TrainConfig, env: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """The model, KL callback and CLI state of the newest checkpoint in ``<run>/checkpoints``, on this rank's envs
+    (``local``: :func:`rank_config`).
 
-    path = latest_checkpoint(config.run_dir / "checkpoints")
+    Data parallel, rank 0 picks the checkpoint and every rank loads that one; when it is missing or any rank cannot
+    load it, every rank raises the same :class:`TrainingFailed` (none is left waiting for the others).
+    """
+    from agents.common.checkpoint import latest_checkpoint, load_checkpoint_state
+    from agents.common.distributed import all_gather_objects, broadcast_object, get_rank, get_world_size
+    from agents.registry import applicable, get_algorithm
+
+    directory = config.run_dir / "checkpoints"
+    newest = latest_checkpoint(directory) if get_rank() == 0 else None
+    path = broadcast_object(None if newest is None else str(newest), "the choice of the checkpoint to resume from")
+    loaded, problem = None, None
     if path is None:
-        raise ValueError(f"--resume: no checkpoint in {config.run_dir / 'checkpoints'}.")
-    algorithm = get_algorithm(config.algorithm).algorithm_class
-    model, kl_callback, state = load_checkpoint_state(algorithm, path, env, device=config.device)
-    print(f"[setup] resuming from {path} ({model.num_timesteps} env steps done)")
+        problem = f"no checkpoint in {directory}: start the run again instead."
+    else:
+        algorithm = get_algorithm(config.algorithm).algorithm_class
+        per_rank = applicable(config.algorithm, {"batch_size": local.batch_size})  # the world size may differ
+        try:
+            loaded = load_checkpoint_state(algorithm, path, env, device=local.device, **per_rank)
+        except Exception as error:  # noqa: BLE001  (a truncated or foreign file: reported by every rank below)
+            problem = (
+                f"cannot load {path}: {type(error).__name__}: {error}\nDelete it to resume from the checkpoint "
+                "before it (the newest --keep-checkpoints are kept), or start the run again."
+            )
+    problems = all_gather_objects(problem, "the outcome of loading the checkpoint")
+    failed = [rank for rank, text in enumerate(problems) if text is not None]
+    if failed:
+        plural = "s" if len(failed) > 1 else ""
+        ranks = f" (rank{plural} {', '.join(map(str, failed))} of {get_world_size()})" if get_world_size() > 1 else ""
+        raise TrainingFailed(f"--resume{ranks}: {problems[failed[0]]}", every_rank=True)
+    assert loaded is not None
+    model, kl_callback, state = loaded
+    if get_rank() == 0:
+        print(f"[setup] resuming from {path} ({model.num_timesteps} env steps done)")
     return model, kl_callback, state
 
 
@@ -395,10 +431,19 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"\nHeld-out evaluation on {summary['held_out_prompts']} test prompts x {summary['samples_per_prompt']} "
         f"samples ({summary['timesteps']} env steps):"
     )
-    print(f"  {'metric':<12}{'before':>10}{'after':>10}")
-    for key in ("score", "kl", "distinct_1", "distinct_2", "repetition", "ref_log_likelihood", "length"):
+    print(f"  {'metric':<18}{'before':>10}{'after':>10}")
+    for key in (
+        "score",
+        "positive_share",
+        "kl",
+        "distinct_1",
+        "distinct_2",
+        "repetition",
+        "ref_log_likelihood",
+        "length",
+    ):
         if key in before or key in after:
-            print(f"  {key:<12}{before.get(key, float('nan')):>10.3f}{after.get(key, float('nan')):>10.3f}")
+            print(f"  {key:<18}{before.get(key, float('nan')):>10.3f}{after.get(key, float('nan')):>10.3f}")
     print("\nSample completions, before -> after training:")
     for sample in summary["samples"][:3]:
         print(f"  {sample['prompt']!r}\n    before: {sample['before']!r}\n    after:  {sample['after']!r}")
@@ -414,16 +459,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[error] {error}", file=sys.stderr)
             return 1
         return 0
-    if config.resume is not None:
-        print("[error] --resume is not available under torchrun yet: resume in a single process.", file=sys.stderr)
-        return 2
     import torch.distributed as dist
 
-    from agents.common.distributed import init_distributed
+    from agents.common.distributed import get_rank, init_distributed
 
     init_distributed(config.device)  # torchrun's RANK, WORLD_SIZE, MASTER_ADDR/PORT; gloo on CPU, NCCL on CUDA
     try:
         run(config)
+    except TrainingFailed as error:
+        if get_rank() == 0 or not error.every_rank:
+            print(f"[error] {error}", file=sys.stderr)
+        return 1
     finally:
         dist.destroy_process_group()
     return 0

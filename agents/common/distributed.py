@@ -9,16 +9,19 @@ ranks take every step together.
 
 :class:`DataParallelCallback` goes through SB3's public points only (the callback events, the optimizer's step
 pre-hook, the algorithm's public attributes); what it synchronises, and why, is in its docstring. The helpers
-(:func:`all_reduce_sums`, :func:`broadcast_flag`) return their input unchanged without a process group, so the other
-callbacks call them unconditionally and behave exactly as before in a single process.
+(:func:`all_reduce_sums`, :func:`broadcast_flag`, :func:`broadcast_object`, :func:`all_gather_objects`) return their
+input unchanged (or as a one-element list) without a process group, so the other callbacks call them unconditionally
+and behave exactly as before in a single process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import weakref
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -29,12 +32,15 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 __all__ = [
     "DataParallelCallback",
+    "all_gather_objects",
     "all_reduce_sums",
     "broadcast_flag",
+    "broadcast_object",
     "get_rank",
     "get_world_size",
     "init_distributed",
     "is_distributed",
+    "own_settings",
 ]
 
 #: Gradient elements per all-reduce (fp32: 100 MB), as DDP's 25 MB buckets but fewer calls for small models.
@@ -43,6 +49,9 @@ BUCKET_ELEMENTS = 25_000_000
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 T = TypeVar("T")
+
+#: The algorithm settings each running DataParallelCallback replaced, by model, with their own values (own_settings).
+_REPLACED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def is_distributed() -> bool:
@@ -124,6 +133,42 @@ def broadcast_flag(flag: bool, what: str = "a decision of rank 0") -> bool:
     return bool(tensor.item())
 
 
+def broadcast_object(obj: T, what: str = "a choice of rank 0") -> T:
+    """Rank 0's ``obj`` (picklable, e.g. the path of the checkpoint to load) on every rank; ``obj`` unchanged
+    without a process group."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    _collective(what, lambda: dist.broadcast_object_list(box, src=0))
+    return box[0]
+
+
+def all_gather_objects(obj: T, what: str = "a gather of every rank's state") -> list[T]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` without a process group."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * get_world_size()
+    _collective(what, lambda: dist.all_gather_object(gathered, obj))
+    return gathered
+
+
+@contextlib.contextmanager
+def own_settings(model: Any) -> Iterator[None]:
+    """Inside the block, ``model`` holds its own values of the settings :class:`DataParallelCallback` replaces
+    during training (``max_grad_norm``, ``normalize_advantage``, ``target_kl``), so a checkpoint saved in the middle
+    of ``learn()`` stores the algorithm's settings, not the callback's stand-ins. Outside a data-parallel ``learn()``
+    nothing changes."""
+    replaced = dict(_REPLACED.get(model, {}))
+    current = {name: getattr(model, name) for name in replaced}
+    for name, value in replaced.items():
+        setattr(model, name, value)
+    try:
+        yield
+    finally:
+        for name, value in current.items():
+            setattr(model, name, value)
+
+
 def _all_gather_rows(row: Sequence[float], what: str) -> np.ndarray:
     """``(world_size, len(row))``: every rank's row (float64)."""
     tensor = torch.tensor([float(v) for v in row], dtype=torch.float64, device=_reduce_device())
@@ -186,8 +231,9 @@ class DataParallelCallback(BaseCallback):
     :class:`~agents.KLPenaltyCallback` (adaptive coefficient from the global mean KL) and
     :class:`~agents.common.callbacks.TimeBudgetCallback` (rank 0's decision) synchronise themselves when a process
     group exists. Collectives happen at the same events on every rank, in callback order: ``on_training_start``
-    (this callback), ``on_rollout_start`` (only this callback: an update that ended sends its flag there, so no
-    other callback may call a collective in ``on_rollout_start``), the first ``on_step`` of a rollout (the time
+    (this callback), ``on_rollout_start`` (this callback first: an update that ended sends its flag there, so only
+    callbacks placed after it, such as :class:`~agents.common.checkpoint.CheckpointCallback`'s gather, may call a
+    collective in ``on_rollout_start``), the first ``on_step`` of a rollout (the time
     budget), ``on_rollout_end`` (the KL penalty, then this callback: step count, advantages), each optimizer step,
     ``on_training_end``.
 
@@ -232,6 +278,7 @@ class DataParallelCallback(BaseCallback):
             model.normalize_advantage = False  # normalised globally in _on_rollout_end
         if hasattr(model, "target_kl"):
             self._saved["target_kl"] = model.target_kl
+        _REPLACED[model] = self._saved  # a checkpoint saved during training stores these (own_settings)
         self._owes_flag = self._stopped = False
         self._hook = self.model.policy.optimizer.register_step_pre_hook(self._before_step)
 
@@ -325,6 +372,7 @@ class DataParallelCallback(BaseCallback):
             self._hook = None
         for name, value in self._saved.items():
             setattr(self.model, name, value)
+        _REPLACED.pop(self.model, None)
         self._saved = {}
 
     def _normalize_advantages(self) -> None:

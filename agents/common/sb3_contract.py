@@ -36,6 +36,13 @@ below their next major version.
    constructor arguments ``OnPolicyAlgorithm._setup_model`` passes, saves its reference with
    ``_get_torch_save_params`` / ``_excluded_save_params``, and chooses prompts with ``VecEnv.set_options``, which
    applies at the next ``reset()`` only (``base_vec_env.py``, ``set_options``).
+9. **Per-rank state of an algorithm.** A data-parallel checkpoint stores each rank's
+   :data:`~agents.common.checkpoint.RANK_ATTRIBUTES`: ``_last_obs`` and ``_last_episode_starts`` (what
+   ``collect_rollouts`` steps from; ``_setup_learn`` keeps them when ``reset_num_timesteps=False`` and ``_last_obs``
+   is set), ``ep_info_buffer`` and ``ep_success_buffer`` (kept likewise). ``BaseAlgorithm.load`` applies its keyword
+   arguments over the saved attributes before ``_setup_model`` (``model.__dict__.update(kwargs)``), which is how a
+   resume with another world size sets the per-rank ``batch_size``; ``set_random_seed`` seeds the envs through
+   ``VecEnv.seed``, applied at their next ``reset()``. [test: test_distributed, resume under torchrun]
 """
 
 from __future__ import annotations
