@@ -180,6 +180,15 @@ def test_repetition_is_the_share_of_repeated_ngrams_within_each_completion():
     assert result.repetition(2) == pytest.approx((2 / 3 + 0.0) / 2)  # bigrams: (g,g) x3, 1 distinct; all distinct
 
 
+def test_positive_share_counts_completions_above_vaders_threshold():
+    from agents.common.evaluation import summarize
+    from agents.common.generation import GenerationResult
+
+    scores = np.array([0.9, 0.05, 0.051, -0.4])  # 0.05 itself is neutral for VADER
+    result = GenerationResult(["p"] * 4, ["good", "fine", "ok", "bad"], scores, num_tokens=np.ones(4, dtype=int))
+    assert summarize(result)["positive_share"] == 0.5
+
+
 def test_reference_log_probs_in_chunks_equal_those_of_one_pass():
     """log_probs never holds more than chunk_rows rows of logits, and gives what the full (B, V) logits give."""
     from agents.common.reference import ReferenceModel

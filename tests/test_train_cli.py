@@ -77,13 +77,46 @@ def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, mess
 
 
 def test_boolean_options_are_switches_that_reach_the_task(tmp_path):
-    assert parse_config([]).dense_reward is False
     config = parse_config(["--dense-reward"])
     assert config.dense_reward is True and config.task_kwargs()["dense_reward"] is True
     path = tmp_path / "c.yaml"
     path.write_text("dense_reward: true\n")
     assert parse_config(["--config", str(path), "--no-dense-reward"]).dense_reward is False
     assert "dense_reward" not in parse_config(["--config", str(path), "--no-dense-reward"]).task_kwargs()
+
+
+@pytest.mark.parametrize(
+    ("argv", "dense"),
+    [
+        ([], True),  # PositiveReview-v0's VADER: ~15 us a call
+        (["--reward", "sentiment+0.2*length:40"], True),
+        (["--reward", "embedding:a wonderful film"], False),  # a neural model at every token: off unless asked
+        (["--reward", "embedding:a wonderful film", "--dense-reward"], True),
+        (["--no-dense-reward"], False),
+    ],
+)
+def test_dense_reward_is_on_by_default_only_for_cheap_rewards(argv, dense):
+    assert parse_config(argv).dense_reward_on() is dense
+
+
+def test_lora_without_peft_exits_before_any_model_loads(monkeypatch, capsys):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "peft" else real_find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["--lora-r", "8"])
+    assert exit_info.value.code == 2 and "text-env-rl[lora]" in capsys.readouterr().err
+
+
+def test_dense_reward_default_follows_the_task():
+    import dataclasses
+
+    config = parse_config([])
+    assert dataclasses.replace(config, env_id="text_env/Vowels-v0").dense_reward_on() is True
+    assert dataclasses.replace(config, env_id="my_pkg/Neural-v0").dense_reward_on() is False  # its reward: unknown
 
 
 def test_yaml_config_then_flags(tmp_path):

@@ -13,11 +13,16 @@ from stable_baselines3.common.callbacks import BaseCallback
 from agents.common.generation import GenerationResult, generate_completions
 from agents.common.reference import ReferenceModel
 
+#: A completion "is positive" above this score: VADER's standard threshold for its compound score.
+POSITIVE_THRESHOLD = 0.05
+
 
 def summarize(result: GenerationResult) -> dict[str, float]:
     """The evaluation metrics of a batch of completions.
 
     - ``score``: mean reward-model score (unshaped);
+    - ``positive_share``: share of completions scoring above :data:`POSITIVE_THRESHOLD` (0.05: VADER's threshold
+      of a positive text, for the sentiment tasks);
     - ``kl``: mean over completions of the summed per-token KL(pi || pi_ref) (absent without a reference);
     - ``distinct_1`` / ``distinct_2``: distinct word uni-/bigrams over all (Li et al. 2016), low when the policy
       collapses onto a few phrases;
@@ -29,6 +34,7 @@ def summarize(result: GenerationResult) -> dict[str, float]:
     """
     metrics = {
         "score": float(np.mean(result.scores)),
+        "positive_share": float(np.mean(result.scores > POSITIVE_THRESHOLD)),
         "distinct_1": result.distinct_n(1),
         "distinct_2": result.distinct_n(2),
         "length": float(np.mean(result.num_tokens)),

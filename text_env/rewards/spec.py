@@ -23,6 +23,8 @@ from pathlib import Path
 from text_env.rewards.base import CombinedReward, RewardModel, as_reward_model
 
 KINDS = ("sentiment", "keyword", "length", "classifier", "embedding", "python")
+#: Kinds cheap enough to call at every token (``dense_reward``): a lexicon or a rule, microseconds a call.
+CHEAP_KINDS = ("sentiment", "keyword", "length")
 
 
 def _terms(spec: str) -> list[tuple[float, str, str]]:
@@ -61,6 +63,12 @@ _EXAMPLES = {
     "embedding": "embedding:a wonderful film",
     "python": "python:my_rewards:score",
 }
+
+
+def is_cheap_reward_spec(spec: str) -> bool:
+    """Whether every term of ``spec`` is a lexicon or rule reward (:data:`CHEAP_KINDS`), not a neural model or
+    an unknown Python function."""
+    return all(kind in CHEAP_KINDS for _, kind, _ in _terms(spec))
 
 
 def check_reward_spec(spec: str) -> None:
