@@ -227,3 +227,30 @@ def test_held_out_scores_are_the_completions_scores_with_dense_reward_too():
     np.testing.assert_array_equal(results[True].scores, count_a(None, results[True].completions))
     np.testing.assert_array_equal(results[True].scores, results[False].scores)
     assert results[True].scores.max() > 0  # some completions wrote an 'a'
+
+
+def test_a_bf16_reference_copy_stores_bf16_weights_and_gives_the_same_log_probs():
+    """Under bf16 compute, the frozen copy keeps its trunk's linear weights in bf16: half their memory, the values
+    autocast would compute with anyway, so bit-identical log-probabilities."""
+    from agents.common.reference import ReferenceModel
+    from agents.testing import tiny_llama_config
+    from text_env import TextGenerationEnv
+
+    env = TextGenerationEnv(["The movie", "Plot:"], "char", lambda p, c: np.zeros(len(c)), max_prompt_tokens=16,
+                            max_new_tokens=6)  # fmt: skip
+    model = PPO(CausalLMPolicy, env, n_steps=12, batch_size=12, seed=0,
+                policy_kwargs=dict(model=tiny_llama_config(vocab_size=100), compute_dtype="bfloat16"))  # fmt: skip
+    model.learn(12)
+    buffer = model.rollout_buffer
+    obs = {key: torch.as_tensor(value.reshape(12, -1)) for key, value in buffer.observations.items()}  # (12, L)
+    actions = torch.as_tensor(buffer.actions.reshape(-1))  # (12,)
+    compact = ReferenceModel(model.policy)
+    full = ReferenceModel(model.policy)
+    for parameter in full.lm.parameters():  # what the copy held before: float32, cast by autocast at each call
+        parameter.data = parameter.data.float()
+    linears = [m for m in compact.trunk.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and {m.weight.dtype for m in linears} == {torch.bfloat16}
+    assert compact.head.weight.dtype == torch.float32  # the LM head (and log-softmax) stay float32
+    bytes_of = lambda lm: sum(p.numel() * p.element_size() for p in lm.parameters())  # noqa: E731
+    assert bytes_of(compact.lm) < bytes_of(full.lm)
+    assert torch.equal(compact.log_probs(obs, actions), full.log_probs(obs, actions))

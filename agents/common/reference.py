@@ -19,7 +19,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from agents.common.models import ModelSpec, load_causal_lm, model_dtype, trunk_and_head
-from agents.common.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits
+from agents.common.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits, trunk_precision
 
 
 class ReferenceModel:
@@ -54,6 +54,14 @@ class ReferenceModel:
             self.lm = frozen_copy(load_causal_lm(model, **policy.model_kwargs)).to(policy.device)  # type: ignore[attr-defined]
         self.trunk, self.head = trunk_and_head(self.lm)
         self.chunk_rows = chunk_rows
+        #: A copy's own compute dtype: with bf16 compute its trunk's linear weights are stored in bf16 (half the
+        #: memory; autocast would cast them to the same values at every call). None: the policy's, as it changes.
+        self.compute_dtype: str | None = None
+        if not self.uses_disabled_adapters and policy.compute_dtype == "bfloat16":
+            self.compute_dtype = "bfloat16"
+            for module in self.trunk.modules():
+                if isinstance(module, nn.Linear):
+                    module.to(torch.bfloat16)
 
     @contextlib.contextmanager
     def _reference_weights(self) -> Iterator[None]:
@@ -74,7 +82,12 @@ class ReferenceModel:
         """``(rows, logits)`` for ``chunk_rows`` rows at a time, all inside one switch of the reference weights."""
         ids, mask = self.policy.obs_tokens(obs)
         action_rows = None if actions is None else actions.long().reshape(-1).to(ids.device)
-        with self._reference_weights(), self.policy.trunk_precision():
+        precision = (
+            self.policy.trunk_precision()
+            if self.compute_dtype is None
+            else trunk_precision(self.compute_dtype, ids.device)
+        )
+        with self._reference_weights(), precision:
             for start in range(0, ids.shape[0], self.chunk_rows):
                 rows = slice(start, start + self.chunk_rows)
                 chunk_actions = None if action_rows is None else action_rows[rows]
