@@ -40,6 +40,8 @@ from agents.common.resources import peak_rss_mib
 
 N_ENVS, PROMPT_TOKENS, NEW_TOKENS, MINIBATCH_EPISODES = 16, 64, 48, 4
 RESULTS = Path(__file__).with_name("results.json")
+#: Memory cases: (LoRA, compute dtype).
+MEMORY_CASES = {"full": (False, "float32"), "lora": (True, "float32"), "full-bf16": (False, "bfloat16")}
 
 
 def tiny_config() -> Any:
@@ -217,7 +219,7 @@ def benchmark_model(name: str, spec: Any, naive_steps: int, naive_transitions: i
     return result
 
 
-def memory_case(lora: bool) -> dict[str, Any]:
+def memory_case(lora: bool, compute_dtype: str = "float32") -> dict[str, Any]:
     """One PPO iteration with the KL reference on SmolLM2 (run in a fresh process): peak RSS and a breakdown."""
     from agents import KLPenaltyCallback, MaskableEpisodeRolloutBuffer
 
@@ -227,6 +229,7 @@ def memory_case(lora: bool) -> dict[str, Any]:
         env,
         fast=True,
         lora=dict(r=8, lora_alpha=32, target_modules="all-linear") if lora else None,
+        compute_dtype=compute_dtype,
     )
     callback = KLPenaltyCallback(kl_coef=0.1)
     model.learn(N_ENVS * NEW_TOKENS, callback=callback)
@@ -255,6 +258,7 @@ def memory_case(lora: bool) -> dict[str, Any]:
     masks_bool = MaskableEpisodeRolloutBuffer(256, env.observation_space, env.action_space, n_envs=16).action_masks
     return {
         "lora": lora,
+        "compute_dtype": compute_dtype,
         "peak_rss_mib": peak_rss_mib(),
         "weights_mib": weights,
         "optimizer_state_mib": optimizer,
@@ -272,11 +276,14 @@ def main() -> None:
     )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--envs", type=int, default=32, help="envs (batch rows) of the throughput cases")
-    parser.add_argument("--memory-case", choices=["full", "lora"], help=argparse.SUPPRESS)  # child process
+    parser.add_argument(
+        "--memory-cases", nargs="+", default=list(MEMORY_CASES), choices=list(MEMORY_CASES), help="memory cases run"
+    )
+    parser.add_argument("--memory-case", choices=list(MEMORY_CASES), help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.memory_case:
-        print(json.dumps(memory_case(args.memory_case == "lora")))
+        print(json.dumps(memory_case(*MEMORY_CASES[args.memory_case])))
         return
     # Sections not measured in this run (e.g. throughput with --models and no name) keep their last results.
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
@@ -291,12 +298,18 @@ def main() -> None:
         naive_steps, naive_transitions = (NEW_TOKENS, 192) if name == "tiny" else (6, 24)
         results["models"][name] = benchmark_model(name, spec, naive_steps, naive_transitions)
     if not args.skip_memory:
-        results["memory"] = []
-        for case in ("full", "lora"):
+
+        def case_of(entry: dict[str, Any]) -> str:
+            return entry.get("case", "lora" if entry["lora"] else "full")
+
+        # Cases not run this time keep their last results.
+        results["memory"] = [m for m in results.get("memory", []) if case_of(m) not in args.memory_cases]
+        for case in args.memory_cases:
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-case", case], capture_output=True, text=True, check=True
             )
-            results["memory"].append({"date": str(date.today()), **json.loads(out.stdout.strip().splitlines()[-1])})
+            entry = json.loads(out.stdout.strip().splitlines()[-1])
+            results["memory"].append({"date": str(date.today()), "case": case, **entry})
     RESULTS.write_text(json.dumps(results, indent=2))
     print_table(results)
 
@@ -327,7 +340,8 @@ def print_table(results: dict[str, Any]) -> None:
         )
     for m in results.get("memory", []):
         print(
-            f"memory ({'LoRA' if m['lora'] else 'full'}): peak RSS {m['peak_rss_mib']:.0f} MiB; weights "
+            f"memory ({'LoRA' if m['lora'] else 'full'}, {m.get('compute_dtype', 'float32')}): "
+            f"peak RSS {m['peak_rss_mib']:.0f} MiB; weights "
             f"{m['weights_mib']:.0f}, optimizer {m['optimizer_state_mib']:.0f}, reference {m['reference_mib']:.0f}, "
             f"rollout buffer {m['rollout_buffer_mib']:.1f}, masks for 4096 transitions "
             f"{m['action_masks_4096_transitions_mib']:.0f} (stock float32: "
