@@ -341,20 +341,19 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         terminated = bool(wrote_eos or self._num_new >= self.max_new_tokens)
         info: dict[str, Any] = {"prompt": self._prompt}
         reward = 0.0
-        if self.dense_reward:
-            score = self._score(self._prompt, self.completion_text())
-            reward, self._paid = score - self._paid, score  # the rewards so far sum to ``score``
-            if terminated:
-                info["score"] = score
+        completion = self.completion_text() if terminated or self.dense_reward else ""
         if terminated:
             self._done = True
-            completion = self.completion_text()
             info.update(completion=completion, num_new_tokens=self._num_new)
-            if self.defer_scoring:
-                info["score_pending"] = True  # scored with the other envs' completions, by the vector env
-            elif not self.dense_reward:
-                reward = self._score(self._prompt, completion)
-                info["score"] = reward
+        if terminated and self.defer_scoring:
+            info["score_pending"] = True  # scored with the other envs' completions, by the vector env
+        elif terminated or self.dense_reward:
+            score = self._score(self._prompt, completion)
+            # Pay what is not paid yet, so the episode's rewards sum to the score: all of it at the end (sparse), or
+            # its change since the previous token (dense_reward).
+            reward, self._paid = score - self._paid, score
+            if terminated:
+                info["score"] = score
         if self.render_mode == "human":
             self.render()
         return self._observation(), reward, terminated, False, info
