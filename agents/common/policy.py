@@ -53,6 +53,7 @@ from agents.common.sequences import (
     observation_tokens,
     position_ids_from_mask,
 )
+from agents.common.token_distribution import log_prob_and_entropy
 
 COMPUTE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
@@ -91,12 +92,16 @@ def double_backward_attention() -> contextlib.AbstractContextManager[None]:
     return sdpa_kernel(SDPBackend.MATH)
 
 
-def mask_logits(logits: torch.Tensor, action_masks: Any) -> torch.Tensor:
-    """Set the logits of tokens that ``action_masks`` (``(B, V)``, truthy = allowed) forbids to -inf."""
+#: The logit sb3-contrib's ``MaskableCategorical`` gives a masked token: probability 0, finite arithmetic.
+MASKED_LOGIT = -1e8
+
+
+def mask_logits(logits: torch.Tensor, action_masks: Any, fill: float = float("-inf")) -> torch.Tensor:
+    """Set the logits of tokens that ``action_masks`` (``(B, V)``, truthy = allowed) forbids to ``fill``."""
     if action_masks is None:
         return logits
     allowed = torch.as_tensor(np.asarray(action_masks), dtype=torch.bool, device=logits.device)
-    return logits.masked_fill(~allowed.reshape(logits.shape), float("-inf"))
+    return logits.masked_fill(~allowed.reshape(logits.shape), fill)
 
 
 def sample_token_ids(probs: torch.Tensor) -> torch.Tensor:
@@ -430,9 +435,10 @@ class CausalLMPolicy(CausalLMPolicyBase, ActorCriticPolicy):
         self, obs: PyTorchObs, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         ids, mask = self.obs_tokens(obs)
-        logits, values = self._sequence_outputs(ids, mask, actions.long().flatten())
-        distribution = self._distribution(logits)
-        return values, distribution.log_prob(actions.flatten()), distribution.entropy()
+        actions = actions.long().flatten()
+        logits, values = self._sequence_outputs(ids, mask, actions)
+        log_prob, entropy = log_prob_and_entropy(logits, actions)
+        return values, log_prob, entropy
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
         ids, mask = self.obs_tokens(obs)
@@ -468,9 +474,10 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
         self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         ids, mask = self.obs_tokens(obs)
-        logits, values = self._sequence_outputs(ids, mask, actions.long().flatten())
-        distribution = self._distribution(logits, action_masks)
-        return values, distribution.log_prob(actions.flatten()), distribution.entropy()
+        actions = actions.long().flatten()
+        logits, values = self._sequence_outputs(ids, mask, actions)
+        log_prob, entropy = log_prob_and_entropy(mask_logits(logits, action_masks, MASKED_LOGIT), actions)
+        return values, log_prob, entropy
 
     def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
         ids, mask = self.obs_tokens(obs)
