@@ -8,8 +8,11 @@ import torch
 from conftest import tiny_gpt2_config
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
+from transformers import DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from agents import CausalLMPolicy, EpisodeRolloutBuffer
+from agents.common.kv_cache import run_with_cache
 from agents.common.sequences import group_by_prefix
 from text_env import TextGenerationEnv
 
@@ -177,3 +180,24 @@ def test_bf16_rollouts_and_updates_stay_close_to_float32_and_to_each_other():
     torch.testing.assert_close(rollout_bf16, rollout_fp32, atol=BF16_LOGPROB_ATOL, rtol=0)
     torch.testing.assert_close(update_bf16, update_fp32, atol=BF16_LOGPROB_ATOL, rtol=0)
     assert not torch.equal(update_bf16, update_fp32)  # bf16 really ran
+
+
+class _NewNameTrunk(torch.nn.Module):  # transformers >= 5.2x
+    def forward(self, input_ids, attention_mask=None, cache=None, use_cache=False):
+        self.received = {"cache": cache}
+        return BaseModelOutputWithPast(last_hidden_state=input_ids.float()[..., None], cache=cache)
+
+
+class _OldNameTrunk(torch.nn.Module):  # earlier transformers 5.x
+    def forward(self, input_ids, attention_mask=None, past_key_values=None, use_cache=False):
+        self.received = {"past_key_values": past_key_values}
+        return BaseModelOutputWithPast(last_hidden_state=input_ids.float()[..., None], past_key_values=past_key_values)
+
+
+@pytest.mark.parametrize("trunk_class", [_NewNameTrunk, _OldNameTrunk])
+def test_the_kv_cache_goes_by_the_name_the_trunk_takes(trunk_class):
+    """transformers 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns at every call and goes in
+    5.40): the cache is passed, and read back, under the name the trunk's forward declares."""
+    trunk, cache = trunk_class(), DynamicCache()
+    hidden, returned = run_with_cache(trunk, cache, input_ids=torch.ones(2, 3), attention_mask=torch.ones(2, 3))
+    assert list(trunk.received.values()) == [cache] and returned is cache and hidden.shape == (2, 3, 1)

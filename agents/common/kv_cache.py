@@ -12,8 +12,9 @@ wider than the longest context.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -21,6 +22,24 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from agents.common.sequences import context_bounds, position_ids_from_mask
+
+_CACHE_KEYWORDS: dict[type, str] = {}
+
+
+def run_with_cache(trunk: nn.Module, cache: DynamicCache, **inputs: Any) -> tuple[torch.Tensor, DynamicCache]:
+    """``trunk(**inputs)`` extending ``cache``: its last hidden states ``(B, T, H)`` and the cache.
+
+    Recent transformers name the argument and the output field ``cache``; ``past_key_values``, the name of earlier 5.x
+    releases, is deprecated there (a warning at every call) and goes in 5.40. The name is read from the trunk's
+    signature, once per trunk class.
+    """
+    kind = type(trunk)
+    if kind not in _CACHE_KEYWORDS:
+        parameters = inspect.signature(trunk.forward).parameters
+        _CACHE_KEYWORDS[kind] = "cache" if "cache" in parameters else "past_key_values"
+    keyword = _CACHE_KEYWORDS[kind]
+    out = trunk(**inputs, **{keyword: cache}, use_cache=True)
+    return out.last_hidden_state, out[keyword]
 
 
 @dataclass
@@ -84,15 +103,15 @@ class RowKVCache:
         rows = torch.arange(ids.shape[0], device=ids.device)
         new_token = ids[rows, last].unsqueeze(1)  # (B, 1)
         kv_mask = torch.cat([state.kv_mask, extends.long().unsqueeze(1)], 1)  # (B, W+1)
-        out = trunk(
+        new_hidden, state.cache = run_with_cache(
+            trunk,
+            state.cache,
             input_ids=new_token,
             attention_mask=kv_mask,
             position_ids=state.length.unsqueeze(1),  # (B, 1) the new token's position along the run
-            past_key_values=state.cache,
-            use_cache=True,
         )
-        hidden = torch.where(extends.unsqueeze(1), out.last_hidden_state[:, -1], state.hidden)  # (B, H)
-        state.cache, state.kv_mask = out.past_key_values, kv_mask
+        hidden = torch.where(extends.unsqueeze(1), new_hidden[:, -1], state.hidden)  # (B, H)
+        state.kv_mask = kv_mask
         span = state.span + 1
         self.extended_rows += int(extends.sum())
         redo = (~(extends | unchanged)).nonzero().flatten()  # (R,)
@@ -114,21 +133,20 @@ class RowKVCache:
         index = index.clamp(min=0)
         run_ids = ids.gather(1, index)  # (R, m)
         run_mask = mask.gather(1, index) * inside  # (R, m)
-        out = trunk(
+        hidden, cache = run_with_cache(
+            trunk,
+            DynamicCache(),
             input_ids=run_ids,
             attention_mask=run_mask,
             position_ids=position_ids_from_mask(run_mask),
-            past_key_values=DynamicCache(),
-            use_cache=True,
         )
-        cache = out.past_key_values
         for layer in cache.layers:
             if type(layer) is not DynamicLayer:
                 raise TypeError(
                     f"RowKVCache supports full-attention DynamicCache layers, got {type(layer).__name__}; "
                     "pass kv_cache=False to the policy for this model."
                 )
-        return cache, run_mask, out.last_hidden_state[:, -1]
+        return cache, run_mask, hidden[:, -1]
 
     def _encode_all(
         self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor
