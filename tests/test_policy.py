@@ -156,3 +156,47 @@ def test_sampled_token_ids_follow_the_distribution_and_never_take_masked_tokens(
     assert (draws[:, 1] == 6).all()
     torch.manual_seed(0)
     assert torch.equal(sample_token_ids(probs), draws[0])  # the global torch seed makes it reproducible
+
+
+@pytest.mark.parametrize("lora", [None, dict(r=4, lora_alpha=8, target_modules="all-linear")])
+def test_gradient_checkpointing_keeps_fewer_activations_with_the_same_values_and_gradients(lora):
+    obs, actions = sample_obs(4), torch.tensor([40, 41, 42, 43])
+    results = []
+    for checkpointing in (False, True):
+        policy = make_ppo(gradient_checkpointing=checkpointing, lora=lora).policy
+        policy.set_training_mode(True)
+        saved: list[int] = []  # elements of every tensor autograd keeps for the backward pass
+        with torch.autograd.graph.saved_tensors_hooks(lambda t, saved=saved: saved.append(t.numel()) or t, lambda t: t):
+            values, log_prob, entropy = policy.evaluate_actions(obs, actions)
+        (values.sum() + log_prob.sum() + entropy.sum()).backward()  # recomputes the layers
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        results.append((values.detach(), log_prob.detach(), entropy.detach(), grads, sum(saved)))
+    (*plain_outputs, plain_grads, plain_saved), (*outputs, grads, saved) = results
+    assert saved < plain_saved / 3, (saved, plain_saved)
+    for plain, checkpointed in zip(plain_outputs, outputs, strict=True):
+        torch.testing.assert_close(checkpointed, plain)
+    assert grads.keys() == plain_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], plain_grads[name], msg=name)
+
+
+def test_gradient_checkpointing_leaves_kv_cached_rollouts_and_dropout_alone():
+    """Only the layers are marked as training: dropout stays off and the trunk keeps its KV cache in rollouts."""
+    model = tiny_gpt2_config(resid_pdrop=0.5)
+    plain, checkpointed = make_ppo(model=model).policy, make_ppo(model=model, gradient_checkpointing=True).policy
+    assert checkpointed.trunk.h[0].training and not checkpointed.trunk.h[0].mlp.dropout.training
+    assert not checkpointed.trunk.training
+    obs = sample_obs(4)
+    with torch.no_grad():
+        for t in range(4):  # one growing episode: each call extends the rollout cache by a token
+            step = {k: v[t : t + 1] for k, v in obs.items()}
+            expected, got = (p.cached_outputs(step, p.rollout_caches)[0] for p in (plain, checkpointed))
+            torch.testing.assert_close(got, expected)
+    assert checkpointed.rollout_caches.policy.extended_rows == 3
+
+
+def test_gradient_checkpointing_on_an_unsupported_model_names_the_fix():
+    lm = AutoModelForCausalLM.from_config(tiny_gpt2_config())
+    lm.supports_gradient_checkpointing = False
+    with pytest.raises(ValueError, match="gradient_checkpointing=False"):
+        make_ppo(model=lm, gradient_checkpointing=True)

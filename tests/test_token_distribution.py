@@ -32,7 +32,7 @@ def test_values_and_gradients_match_categorical(masked: bool) -> None:
         log_prob, entropy = fn(leaf, actions)
         (weights[0] @ log_prob + weights[1] @ entropy).backward()
         grads.append((log_prob.detach(), entropy.detach(), leaf.grad))
-    for ours, torch_value in zip(grads[0], grads[1]):
+    for ours, torch_value in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(ours, torch_value, rtol=1e-9, atol=1e-9)
     assert torch.isfinite(grads[0][2]).all()
 

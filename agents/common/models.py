@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from text_env.embedded import EMBEDDED_MODEL, embedded_checkpoint_dir
 
@@ -96,6 +99,58 @@ def disable_dropout(module: nn.Module) -> None:
     for name in ("attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "dropout"):
         if config is not None and isinstance(getattr(config, name, None), float):
             setattr(config, name, 0.0)
+
+
+def enable_activation_checkpointing(lm: nn.Module) -> None:
+    """Recompute each transformer layer's activations in the backward pass instead of keeping them (transformers'
+    activation checkpointing, non-reentrant): less memory in updates for ~one more trunk forward pass.
+
+    transformers applies it only to layers in training mode, while the policy keeps its LMs in eval mode:
+    :func:`keep_checkpointing_active` marks the checkpointed layers (and nothing else) as training.
+    """
+    base = unwrap_peft(lm)
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"{type(base).__name__} does not support activation checkpointing in transformers: "
+            "train it with gradient_checkpointing=False."
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name is deprecated there
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    keep_checkpointing_active(lm)
+
+
+def keep_checkpointing_active(lm: nn.Module) -> None:
+    """Set ``training`` on the layers that checkpoint (their own flag only: dropout and the rest stay in eval mode).
+
+    They recompute only when gradients are being computed, so rollouts and the reference are unaffected.
+    """
+    for module in lm.modules():
+        # Layers only: a model marked as training would also turn its KV cache off (use_cache=False) in rollouts.
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
+
+
+@contextlib.contextmanager
+def checkpointing_paused(*lms: nn.Module | None) -> Iterator[None]:
+    """Run the layers of ``lms`` without activation checkpointing inside the block (e.g. for a double backward,
+    whose recomputation would run outside the attention settings of the forward pass)."""
+    layers = [
+        module
+        for lm in lms
+        if lm is not None
+        for module in lm.modules()
+        if isinstance(module, GradientCheckpointingLayer) and module.training
+    ]
+    for layer in layers:
+        layer.training = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.training = True
 
 
 def hidden_size(lm: nn.Module) -> int:

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import dataclasses
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +39,11 @@ from agents.common.kv_cache import PolicyCaches
 from agents.common.models import (
     ModelSpec,
     apply_lora,
+    checkpointing_paused,
     disable_dropout,
+    enable_activation_checkpointing,
     hidden_size,
+    keep_checkpointing_active,
     load_causal_lm,
     model_dtype,
     output_vocab_size,
@@ -177,6 +181,9 @@ class LMPolicySettings:
     :param kv_cache: keep a KV cache per env row across rollout steps (default True).
     :param share_prefixes: score all transitions of an episode with one forward pass in updates (default True).
         False evaluates each transition on its own: the naive path, kept for benchmarks and equivalence tests.
+    :param gradient_checkpointing: recompute each transformer layer's activations in the backward pass of updates
+        instead of keeping them (transformers' activation checkpointing): a lower memory peak for about one more
+        trunk forward pass per update. Rollouts and the reference are unaffected.
     """
 
     model: ModelSpec = "smollm2-135m-instruct"
@@ -188,6 +195,7 @@ class LMPolicySettings:
     share_prefixes: bool = True
     value_head: bool = True
     compute_dtype: str = "float32"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -200,6 +208,7 @@ class LMPolicySettings:
         self.lora = dict(self.lora) if self.lora else None
         self.model_kwargs = dict(self.model_kwargs or {})
         self.value_head = bool(self.value_head)
+        self.gradient_checkpointing = bool(self.gradient_checkpointing)
 
 
 #: Policy attribute of each setting whose attribute name differs from the setting's.
@@ -225,6 +234,7 @@ class CausalLMPolicyBase:
     share_prefixes: bool
     has_value_head: bool
     compute_dtype: str
+    gradient_checkpointing: bool
     optimizer: torch.optim.Optimizer
     optimizer_class: type[torch.optim.Optimizer]
     optimizer_kwargs: dict[str, Any]
@@ -307,7 +317,10 @@ class CausalLMPolicyBase:
         if self.lora is not None:
             lm = apply_lora(lm, self.lora)
         disable_dropout(lm)
+        if self.gradient_checkpointing:
+            enable_activation_checkpointing(lm)  # marks its layers as training again: eval() below resets them
         self.lm = lm.eval()
+        keep_checkpointing_active(lm)
         self.trunk, self.lm_head = trunk_and_head(lm)
         self.value_lm: nn.Module | None = None
         self.value_trunk: nn.Module | None = None
@@ -315,7 +328,10 @@ class CausalLMPolicyBase:
         if self.value_model_spec is not None:
             value_lm = load_causal_lm(self.value_model_spec, **self.model_kwargs)
             disable_dropout(value_lm)
+            if self.gradient_checkpointing:
+                enable_activation_checkpointing(value_lm)
             self.value_lm = value_lm.eval()
+            keep_checkpointing_active(value_lm)
             self.value_trunk, _ = trunk_and_head(value_lm)
             value_width = hidden_size(value_lm)
         self.value_head: nn.Linear | None = None
@@ -339,13 +355,22 @@ class CausalLMPolicyBase:
         """The context the transformer trunks run in: bf16 autocast with ``compute_dtype="bfloat16"``."""
         return trunk_precision(self.compute_dtype, self.device)  # type: ignore[attr-defined]
 
+    @contextlib.contextmanager
+    def double_backward_context(self) -> Iterator[None]:
+        """Where ``get_distribution`` runs: math attention while gradients are recorded
+        (:func:`double_backward_attention`), and no activation checkpointing, whose recomputation in the backward
+        pass would run outside that setting (for TRPO, the one caller with gradients: no memory saving there)."""
+        with double_backward_attention(), checkpointing_paused(self.lm, self.value_lm):
+            yield
+
     # ------------------------------------------------------------------ modes and caches
     def train(self, mode: bool = True) -> Any:
         """Switch train/eval mode while the LMs stay in eval mode: dropout off, so PPO's ratio starts at 1."""
         nn.Module.train(self, mode)  # type: ignore[arg-type, type-var]
-        self.lm.eval()
-        if self.value_lm is not None:
-            self.value_lm.eval()
+        for lm in (self.lm, self.value_lm):
+            if lm is not None:
+                lm.eval()
+                keep_checkpointing_active(lm)
         return self
 
     def set_training_mode(self, mode: bool) -> None:
@@ -442,7 +467,7 @@ class CausalLMPolicy(CausalLMPolicyBase, ActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
         ids, mask = self.obs_tokens(obs)
-        with double_backward_attention():
+        with self.double_backward_context():
             return self._distribution(self._sequence_outputs(ids, mask)[0])
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
@@ -481,7 +506,7 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
         ids, mask = self.obs_tokens(obs)
-        with double_backward_attention():
+        with self.double_backward_context():
             return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
 
     def _predict(  # type: ignore[override]
