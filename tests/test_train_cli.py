@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
+import gymnasium as gym
 import pytest
 from conftest import tiny_gpt2_config
 from transformers import AutoModelForCausalLM
 
 from agents.cli.config import TrainConfig, build_parser, parse_config
-from agents.cli.train import main
+from agents.cli.train import build_model, main
 
 
 def test_help_documents_every_option(capsys):
@@ -85,6 +86,13 @@ def test_boolean_options_are_switches_that_reach_the_task(tmp_path):
     assert "dense_reward" not in parse_config(["--config", str(path), "--no-dense-reward"]).task_kwargs()
 
 
+def test_gradient_checkpointing_switch_reaches_the_policy():
+    config = parse_config(["--gradient-checkpointing", "--lora-r", "0"])
+    assert config.gradient_checkpointing is True and parse_config([]).gradient_checkpointing is False
+    model = build_model(config, gym.make("text_env/Vowels-v0"), model=tiny_gpt2_config())
+    assert model.policy.gradient_checkpointing and model.policy.trunk.h[0].gradient_checkpointing
+
+
 @pytest.mark.parametrize(
     ("argv", "dense"),
     [
@@ -97,6 +105,22 @@ def test_boolean_options_are_switches_that_reach_the_task(tmp_path):
 )
 def test_dense_reward_is_on_by_default_only_for_cheap_rewards(argv, dense):
     assert parse_config(argv).dense_reward_on() is dense
+
+
+@pytest.mark.parametrize(
+    ("argv", "gae_lambda"),
+    [
+        ([], 0.5),  # dense VADER: each token is paid its own change at once
+        (["--no-dense-reward"], 1.0),  # sparse: the whole return arrives at the last token
+        (["--reward", "embedding:a wonderful film"], 1.0),
+        (["--gae-lambda", "0.9"], 0.9),
+    ],
+)
+def test_gae_lambda_default_follows_the_reward_density(argv, gae_lambda):
+    config = parse_config([*argv, "--lora-r", "0"])
+    assert config.resolved_gae_lambda() == gae_lambda
+    model = build_model(config, gym.make("text_env/Vowels-v0"), model=tiny_gpt2_config())
+    assert model.gae_lambda == gae_lambda
 
 
 def test_lora_without_peft_exits_before_any_model_loads(monkeypatch, capsys):

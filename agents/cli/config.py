@@ -115,13 +115,20 @@ class TrainConfig:
             "log-probs); auto is bfloat16 where the hardware runs it natively (CPU AVX512-BF16/AMX, CUDA), else float32"
         },
     )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute layer activations in the backward pass of updates: less memory, ~1 more forward"},
+    )
     # --- KL penalty
     kl_coef: float = field(
-        default=0.05, metadata={"help": "initial KL coefficient beta (TRL init_kl_coef 0.2, scaled to VADER's range)"}
+        default=0.1, metadata={"help": "KL coefficient beta, initial if adaptive (TRL init_kl_coef 0.2; VADER's range)"}
     )
     kl_target: float | None = field(
-        default=6.0,
-        metadata={"help": "target KL per episode of the adaptive KL controller (TRL: 6); none for a fixed beta"},
+        default=None,
+        metadata={
+            "help": "target KL per episode of the adaptive KL controller (TRL: 6); none (default) for a fixed beta: "
+            "over a 16-minute run the controller moves beta by under one percent with its 10,000-episode horizon"
+        },
     )
     kl_horizon: int = field(default=10_000, metadata={"help": "adaptive KL horizon in episodes (Ziegler et al.)"})
     # --- algorithm
@@ -134,8 +141,12 @@ class TrainConfig:
     batch_size: int = field(default=384, metadata={"help": "minibatch size in transitions (384: 8 episodes)"})
     n_epochs: int = field(default=2, metadata={"help": "PPO epochs per rollout (TRL ppo_epochs: 4)"})
     gamma: float = field(default=1.0, metadata={"help": "discount (TRL: 1.0)"})
-    gae_lambda: float = field(
-        default=1.0, metadata={"help": "GAE lambda (TRL: 0.95; 1.0 credits early tokens while the value head is new)"}
+    gae_lambda: float | None = field(
+        default=None,
+        metadata={
+            "help": "GAE lambda (TRL: 0.95). Default: 0.5 with the dense reward (a token's advantage sums ~2 tokens' "
+            "score changes), 1.0 with a sparse one (the whole return arrives at the last token)"
+        },
     )
     clip_range: float = field(default=0.2, metadata={"help": "PPO clip range (TRL cliprange)"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus (0: the KL penalty regularises)"})
@@ -176,7 +187,7 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_target is not None and self.kl_target <= 0:
             problems.append(f"kl_target must be > 0 or none, got {self.kl_target}")
-        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+        if not 0 < self.gamma <= 1 or not 0 <= (self.gae_lambda if self.gae_lambda is not None else 1) <= 1:
             problems.append("gamma must be in (0, 1] and gae_lambda in [0, 1]")
         if self.algorithm in ALGORITHMS and not ALGORITHMS[self.algorithm].critic:
             if self.group_size < 2 or self.n_envs % self.group_size:
@@ -324,6 +335,18 @@ class TrainConfig:
         if self.reward is None:
             return self.env_id in BUILT_IN_TASKS
         return is_cheap_reward_spec(self.reward)
+
+    def resolved_gae_lambda(self) -> float:
+        """``gae_lambda``, with ``None`` resolved: 0.5 with the dense reward, 1.0 with a sparse one.
+
+        With the dense reward each token is paid its own change of the score at once, and a lambda of 0.5 adds only
+        the next ~2 tokens' (random) changes to its advantage: the main job's held-out score rose ~0.1 at the same
+        KL against lambda 1.0 (``docs/calibration.md``). With a sparse reward the whole return arrives at the last
+        token, and 0.5 would give the first of 48 tokens 0.5^47 of it.
+        """
+        if self.gae_lambda is not None:
+            return self.gae_lambda
+        return 0.5 if self.dense_reward_on() else 1.0
 
     def resolved_compute_dtype(self) -> str:
         """``compute_dtype``, with ``auto`` resolved for ``device`` (:func:`native_bfloat16`)."""

@@ -82,10 +82,12 @@ def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
         model=config.model if model is None else model,
         temperature=config.temperature,
         compute_dtype=config.resolved_compute_dtype(),
+        gradient_checkpointing=config.gradient_checkpointing,
     )
     if config.lora_r > 0:
         policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
     settings = {name: getattr(config, name) for name in ALGORITHM_SETTINGS}
+    settings["gae_lambda"] = config.resolved_gae_lambda()
     if not get_algorithm(config.algorithm).critic:
         settings["kl_coef"] = config.kl_coef
     return make_algorithm(
@@ -376,6 +378,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "seed": config.seed,
         "world_size": get_world_size(),
         "compute_dtype": config.resolved_compute_dtype(),
+        "gae_lambda": config.resolved_gae_lambda(),
         "budget_minutes": config.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens
         "train_seconds": round(train_seconds, 1),
