@@ -180,19 +180,35 @@ def test_gradient_checkpointing_keeps_fewer_activations_with_the_same_values_and
         torch.testing.assert_close(grads[name], plain_grads[name], msg=name)
 
 
-def test_gradient_checkpointing_leaves_kv_cached_rollouts_and_dropout_alone():
-    """Only the layers are marked as training: dropout stays off and the trunk keeps its KV cache in rollouts."""
+def test_gradient_checkpointing_leaves_kv_cached_rollouts_alone():
+    """Outside updates every module stays in eval mode: the trunk keeps its KV cache in rollouts."""
     model = tiny_gpt2_config(resid_pdrop=0.5)
     plain, checkpointed = make_ppo(model=model).policy, make_ppo(model=model, gradient_checkpointing=True).policy
-    assert checkpointed.trunk.h[0].training and not checkpointed.trunk.h[0].mlp.dropout.training
-    assert not checkpointed.trunk.training
-    obs = sample_obs(4)
+    checkpointed.set_training_mode(True)
+    obs, actions = sample_obs(4), torch.tensor([40, 41, 42, 43])
+    checkpointed.evaluate_actions(obs, actions)[1].sum().backward()  # an update pass, then a rollout
+    assert not any(module.training for module in checkpointed.lm.modules())
     with torch.no_grad():
         for t in range(4):  # one growing episode: each call extends the rollout cache by a token
             step = {k: v[t : t + 1] for k, v in obs.items()}
             expected, got = (p.cached_outputs(step, p.rollout_caches)[0] for p in (plain, checkpointed))
             torch.testing.assert_close(got, expected)
     assert checkpointed.rollout_caches.policy.extended_rows == 3
+
+
+def test_dropout_a_layer_copied_from_its_config_stays_off_under_gradient_checkpointing():
+    """OPT's decoder layers call F.dropout(p=self.dropout, training=self.training) on a copy of the config's value,
+    and checkpointing puts layers in training mode during updates: the copy is zeroed too."""
+    from transformers import OPTConfig
+
+    config = OPTConfig(
+        vocab_size=100, hidden_size=16, word_embed_proj_dim=16, ffn_dim=32, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=64, dropout=0.5, attention_dropout=0.5,
+    )  # fmt: skip
+    policy = make_ppo(model=config, gradient_checkpointing=True).policy
+    policy.set_training_mode(True)
+    obs, actions = sample_obs(), torch.tensor([40, 41, 42])
+    assert torch.equal(policy.evaluate_actions(obs, actions)[1], policy.evaluate_actions(obs, actions)[1])
 
 
 def test_gradient_checkpointing_on_an_unsupported_model_names_the_fix():

@@ -172,6 +172,7 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
     assert summary["algorithm"] == algorithm and summary["seed"] == 0 and "torch" in summary["versions"]
+    assert summary["gae_lambda"] == (0.5 if algorithm == "ppo" else None)  # dense Vowels-v0; RLOO has no critic
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2

@@ -127,7 +127,7 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "target KL per episode of the adaptive KL controller (TRL: 6); none (default) for a fixed beta: "
-            "over a 16-minute run the controller moves beta by under one percent with its 10,000-episode horizon"
+            "over a 16-minute run the controller moves beta by about one percent with its 10,000-episode horizon"
         },
     )
     kl_horizon: int = field(default=10_000, metadata={"help": "adaptive KL horizon in episodes (Ziegler et al.)"})

@@ -366,6 +366,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
     """Export the model, plot the curves, write and print the summary; returns the summary."""
     from agents import export_pretrained
     from agents.common.distributed import get_world_size
+    from agents.registry import ALGORITHMS
 
     config, evaluation = run.config, run.evaluation
     export_pretrained(run.model, config.run_dir / "model", tokenizer=run.eval_env.unwrapped.tokenizer)
@@ -378,7 +379,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "seed": config.seed,
         "world_size": get_world_size(),
         "compute_dtype": config.resolved_compute_dtype(),
-        "gae_lambda": config.resolved_gae_lambda(),
+        "gae_lambda": config.resolved_gae_lambda() if ALGORITHMS[config.algorithm].critic else None,
         "budget_minutes": config.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens
         "train_seconds": round(train_seconds, 1),

@@ -91,10 +91,17 @@ def output_vocab_size(lm: nn.Module) -> int:
 
 
 def disable_dropout(module: nn.Module) -> None:
-    """Zero every dropout probability: PPO's ratio must start at exactly 1 (TRL, "N implementation details")."""
+    """Zero every dropout probability: PPO's ratio must start at exactly 1 (TRL, "N implementation details").
+
+    Also the probabilities layers copy from the config into float attributes (``self.dropout`` in OPT's decoder
+    layers, ``attention_dropout`` in Llama's attention), which act whenever the layer is in training mode.
+    """
     for sub in module.modules():
         if isinstance(sub, nn.Dropout):
             sub.p = 0.0
+        for name, value in list(vars(sub).items()):
+            if isinstance(value, float) and (name == "dropout" or name.endswith("_dropout")):
+                setattr(sub, name, 0.0)
     config = getattr(unwrap_peft(module), "config", None)
     for name in ("attention_dropout", "hidden_dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop", "dropout"):
         if config is not None and isinstance(getattr(config, name, None), float):
@@ -102,11 +109,11 @@ def disable_dropout(module: nn.Module) -> None:
 
 
 def enable_activation_checkpointing(lm: nn.Module) -> None:
-    """Recompute each transformer layer's activations in the backward pass instead of keeping them (transformers'
-    activation checkpointing, non-reentrant): less memory in updates for ~one more trunk forward pass.
+    """Let each transformer layer recompute its activations in the backward pass instead of keeping them
+    (transformers' activation checkpointing, non-reentrant): less memory in updates for ~one more trunk forward.
 
-    transformers applies it only to layers in training mode, while the policy keeps its LMs in eval mode:
-    :func:`keep_checkpointing_active` marks the checkpointed layers (and nothing else) as training.
+    transformers checkpoints only layers in training mode, while the policy keeps its LMs in eval mode: the layers
+    checkpoint inside :func:`activation_checkpointing` blocks, which the policy opens around its update passes.
     """
     base = unwrap_peft(lm)
     if not getattr(base, "supports_gradient_checkpointing", False):
@@ -119,38 +126,28 @@ def enable_activation_checkpointing(lm: nn.Module) -> None:
         base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    keep_checkpointing_active(lm)
-
-
-def keep_checkpointing_active(lm: nn.Module) -> None:
-    """Set ``training`` on the layers that checkpoint (their own flag only: dropout and the rest stay in eval mode).
-
-    They recompute only when gradients are being computed, so rollouts and the reference are unaffected.
-    """
-    for module in lm.modules():
-        # Layers only: a model marked as training would also turn its KV cache off (use_cache=False) in rollouts.
-        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
-            module.training = True
+    lm.eval()  # enabling may switch modules to training mode
 
 
 @contextlib.contextmanager
-def checkpointing_paused(*lms: nn.Module | None) -> Iterator[None]:
-    """Run the layers of ``lms`` without activation checkpointing inside the block (e.g. for a double backward,
-    whose recomputation would run outside the attention settings of the forward pass)."""
+def activation_checkpointing(*lms: nn.Module | None) -> Iterator[None]:
+    """Inside the block the checkpointing layers of ``lms`` are in training mode (their own flag only: their
+    submodules, the model around them and its KV-cache logic stay in eval mode), so they recompute in the backward
+    pass; outside it, in rollouts and the reference, nothing changes. Layers without checkpointing are left alone."""
     layers = [
         module
         for lm in lms
         if lm is not None
         for module in lm.modules()
-        if isinstance(module, GradientCheckpointingLayer) and module.training
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing and not module.training
     ]
     for layer in layers:
-        layer.training = False
+        layer.training = True
     try:
         yield
     finally:
         for layer in layers:
-            layer.training = True
+            layer.training = False
 
 
 def hidden_size(lm: nn.Module) -> int:

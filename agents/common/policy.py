@@ -20,7 +20,6 @@ import contextlib
 import copy
 import dataclasses
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,12 +37,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from agents.common.kv_cache import PolicyCaches
 from agents.common.models import (
     ModelSpec,
+    activation_checkpointing,
     apply_lora,
-    checkpointing_paused,
     disable_dropout,
     enable_activation_checkpointing,
     hidden_size,
-    keep_checkpointing_active,
     load_causal_lm,
     model_dtype,
     output_vocab_size,
@@ -183,7 +181,8 @@ class LMPolicySettings:
         False evaluates each transition on its own: the naive path, kept for benchmarks and equivalence tests.
     :param gradient_checkpointing: recompute each transformer layer's activations in the backward pass of updates
         instead of keeping them (transformers' activation checkpointing): a lower memory peak for about one more
-        trunk forward pass per update. Rollouts and the reference are unaffected.
+        trunk forward pass per update. Rollouts, the reference and ``get_distribution`` (TRPO's double backward)
+        run without it.
     """
 
     model: ModelSpec = "smollm2-135m-instruct"
@@ -318,9 +317,8 @@ class CausalLMPolicyBase:
             lm = apply_lora(lm, self.lora)
         disable_dropout(lm)
         if self.gradient_checkpointing:
-            enable_activation_checkpointing(lm)  # marks its layers as training again: eval() below resets them
+            enable_activation_checkpointing(lm)
         self.lm = lm.eval()
-        keep_checkpointing_active(lm)
         self.trunk, self.lm_head = trunk_and_head(lm)
         self.value_lm: nn.Module | None = None
         self.value_trunk: nn.Module | None = None
@@ -331,7 +329,6 @@ class CausalLMPolicyBase:
             if self.gradient_checkpointing:
                 enable_activation_checkpointing(value_lm)
             self.value_lm = value_lm.eval()
-            keep_checkpointing_active(value_lm)
             self.value_trunk, _ = trunk_and_head(value_lm)
             value_width = hidden_size(value_lm)
         self.value_head: nn.Linear | None = None
@@ -355,22 +352,13 @@ class CausalLMPolicyBase:
         """The context the transformer trunks run in: bf16 autocast with ``compute_dtype="bfloat16"``."""
         return trunk_precision(self.compute_dtype, self.device)  # type: ignore[attr-defined]
 
-    @contextlib.contextmanager
-    def double_backward_context(self) -> Iterator[None]:
-        """Where ``get_distribution`` runs: math attention while gradients are recorded
-        (:func:`double_backward_attention`), and no activation checkpointing, whose recomputation in the backward
-        pass would run outside that setting (for TRPO, the one caller with gradients: no memory saving there)."""
-        with double_backward_attention(), checkpointing_paused(self.lm, self.value_lm):
-            yield
-
     # ------------------------------------------------------------------ modes and caches
     def train(self, mode: bool = True) -> Any:
         """Switch train/eval mode while the LMs stay in eval mode: dropout off, so PPO's ratio starts at 1."""
         nn.Module.train(self, mode)  # type: ignore[arg-type, type-var]
-        for lm in (self.lm, self.value_lm):
-            if lm is not None:
-                lm.eval()
-                keep_checkpointing_active(lm)
+        self.lm.eval()
+        if self.value_lm is not None:
+            self.value_lm.eval()
         return self
 
     def set_training_mode(self, mode: bool) -> None:
@@ -423,12 +411,15 @@ class CausalLMPolicyBase:
         return self._head_outputs(hidden, value_hidden)
 
     def _sequence_outputs(
-        self, ids: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None
+        self, ids: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None, checkpoint: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, V)`` and values ``(B, 1)`` at each row's last token, from full forward passes
-        (one per episode with ``share_prefixes``)."""
+        (one per episode with ``share_prefixes``). With ``gradient_checkpointing`` and gradients on, the layers
+        recompute their activations in the backward pass, unless ``checkpoint`` is False."""
         trunks = [self.trunk] if self.value_trunk is None else [self.trunk, self.value_trunk]
-        with self.trunk_precision():
+        recompute = self.gradient_checkpointing and checkpoint and torch.is_grad_enabled()
+        checkpointing = activation_checkpointing(self.lm, self.value_lm) if recompute else contextlib.nullcontext()
+        with self.trunk_precision(), checkpointing:
             hidden = last_token_hidden(trunks, ids, mask, actions, share_prefixes=self.share_prefixes)
         return self._head_outputs(hidden[0], hidden[-1])
 
@@ -467,8 +458,8 @@ class CausalLMPolicy(CausalLMPolicyBase, ActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs) -> Distribution:
         ids, mask = self.obs_tokens(obs)
-        with self.double_backward_context():
-            return self._distribution(self._sequence_outputs(ids, mask)[0])
+        with double_backward_attention():  # no checkpointing: its recomputation would run outside this setting
+            return self._distribution(self._sequence_outputs(ids, mask, checkpoint=False)[0])
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
         logits, _ = self.cached_outputs(observation, self.prediction_caches)
@@ -506,8 +497,8 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
 
     def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
         ids, mask = self.obs_tokens(obs)
-        with self.double_backward_context():
-            return self._distribution(self._sequence_outputs(ids, mask)[0], action_masks)
+        with double_backward_attention():  # no checkpointing: its recomputation would run outside this setting
+            return self._distribution(self._sequence_outputs(ids, mask, checkpoint=False)[0], action_masks)
 
     def _predict(  # type: ignore[override]
         self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None

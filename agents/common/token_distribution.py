@@ -1,9 +1,9 @@
 """Log-probabilities of the taken tokens and the entropy of the next-token distribution, lean on memory.
 
 A PPO or GRPO update scores every transition of a minibatch at once: ``(N, V)`` logits with N = episodes x new
-tokens and V ~ 50k (75 MiB for 384 transitions of SmolLM2). Through ``torch.distributions.Categorical`` autograd
-keeps five tensors of that size alive until the backward pass (the logits, the normalised logits, the
-probabilities, their clamped copy and ``p * log p``), on top of the trunk's activations, at the peak of the update.
+tokens and V ~ 50k (72 MiB for 384 transitions of SmolLM2). Through ``torch.distributions.Categorical`` autograd
+keeps four tensors of that size alive until the backward pass (288 MiB there: the logits, the normalised logits,
+the probabilities and their clamped copy), on top of the trunk's activations, at the peak of the update.
 :func:`log_prob_and_entropy` computes the same two values with an analytic gradient that keeps only the logits.
 """
 
@@ -48,7 +48,7 @@ class _LogProbAndEntropy(torch.autograd.Function):
 def log_prob_and_entropy(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of ``actions`` ``(N,)`` and entropies ``(N,)`` of the categorical distributions with
     ``logits`` ``(N, V)``: ``Categorical(logits=logits).log_prob(actions)`` and ``.entropy()``, with the same values
-    and gradients, holding one ``(N, V)`` tensor for the backward pass instead of five.
+    and gradients, holding one ``(N, V)`` tensor for the backward pass instead of four.
 
     Masked tokens must carry a large finite negative logit (sb3-contrib's ``MaskableCategorical`` uses -1e8), not
     ``-inf``: their probability is then 0 and they add nothing to the entropy, as there.
