@@ -187,7 +187,7 @@ class TrainConfig:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kl_target is not None and self.kl_target <= 0:
             problems.append(f"kl_target must be > 0 or none, got {self.kl_target}")
-        if not 0 < self.gamma <= 1 or not 0 <= (self.gae_lambda if self.gae_lambda is not None else 1) <= 1:
+        if not 0 < self.gamma <= 1 or (self.gae_lambda is not None and not 0 <= self.gae_lambda <= 1):
             problems.append("gamma must be in (0, 1] and gae_lambda in [0, 1]")
         if self.algorithm in ALGORITHMS and not ALGORITHMS[self.algorithm].critic:
             if self.group_size < 2 or self.n_envs % self.group_size:
