@@ -11,9 +11,6 @@ Layout, as SB3's: ``agents/common/`` (shared pieces), ``agents/grpo/`` (one home
 ``agents/registry.py`` (name -> algorithm), ``agents/cli/`` (the command line, which the library never imports).
 """
 
-import importlib
-import sys
-
 try:  # text_env installs alone (pip install text-env-rl); the algorithms come with the 'agents' extra
     import sb3_contrib  # noqa: F401
     import stable_baselines3  # noqa: F401
@@ -32,7 +29,7 @@ from agents.common.callbacks import KLPenaltyCallback
 from agents.common.distributed import DataParallelCallback
 from agents.common.export import export_pretrained
 from agents.common.generation import GenerationResult, generate_completions
-from agents.common.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy, lm_policy_class_for
+from agents.common.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy
 from agents.common.reference import ReferenceModel
 from agents.grpo import GRPO
 from agents.registry import ALGORITHMS, make_algorithm
@@ -51,15 +48,5 @@ __all__ = [
     "ReferenceModel",
     "export_pretrained",
     "generate_completions",
-    "lm_policy_class_for",
     "make_algorithm",
 ]
-
-
-# Modules that lived directly under agents/ before agents/common/ existed: the old import paths keep working, and
-# so do models saved with them (SB3 pickles the policy class by its module path).
-for _name in (
-    "buffers", "callbacks", "checkpoint", "evaluation", "export", "generation", "kv_cache", "models", "policy",
-    "reference", "resources", "sequences",
-):  # fmt: skip
-    sys.modules.setdefault(f"agents.{_name}", importlib.import_module(f"agents.common.{_name}"))

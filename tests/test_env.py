@@ -193,7 +193,7 @@ def test_action_masks_with_allowed_tokens_and_padded_vocabulary():
 
 def test_info_carries_prompt_and_completion(char_env):
     _, info = char_env.reset(options={"prompt": "xyz"})
-    assert info == {"prompt": "xyz"}
+    assert info == {"prompt": "xyz", "reference": None, "meta": {}}
     for _ in range(6):
         _, _, terminated, _, info = char_env.step(char_env.tokenizer.convert_tokens_to_ids("b"))
     assert info["prompt"] == "xyz" and info["completion"] == "bbbbbb"

@@ -129,12 +129,6 @@ def test_exact_kl_of_generated_completions_matches_a_token_by_token_computation(
     assert min(expected) > 0.01
 
 
-def test_the_old_target_kl_name_still_works_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="kl_target"):
-        callback = KLPenaltyCallback(kl_coef=0.1, target_kl=3.0)
-    assert callback.kl_target == 3.0
-
-
 def test_the_adaptive_controller_moves_beta_by_the_clipped_error_and_the_fixed_one_does_not():
     from agents.common.kl import KLController
 
@@ -180,13 +174,19 @@ def test_repetition_is_the_share_of_repeated_ngrams_within_each_completion():
     assert result.repetition(2) == pytest.approx((2 / 3 + 0.0) / 2)  # bigrams: (g,g) x3, 1 distinct; all distinct
 
 
-def test_positive_share_counts_completions_above_vaders_threshold():
+def test_positive_share_counts_completions_above_the_tasks_threshold():
+    """PositiveReview-v0 owns its threshold (VADER's 0.05); a task without one reports no positive share."""
+    from dataclasses import replace
+
     from agents.common.evaluation import summarize
     from agents.common.generation import GenerationResult
+    from text_env import task_for
 
     scores = np.array([0.9, 0.05, 0.051, -0.4])  # 0.05 itself is neutral for VADER
     result = GenerationResult(["p"] * 4, ["good", "fine", "ok", "bad"], scores, num_tokens=np.ones(4, dtype=int))
-    assert summarize(result)["positive_share"] == 0.5
+    review = replace(task_for("text_env/PositiveReview-v0"), judge=None)  # the judge has its own tests
+    assert summarize(result, review)["positive_share"] == 0.5
+    assert "positive_share" not in summarize(result, task_for("text_env/Vowels-v0"))
 
 
 def test_reference_log_probs_in_chunks_equal_those_of_one_pass():

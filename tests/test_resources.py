@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from agents import resources
+from agents.common import resources
 from agents.common.resources import peak_rss_mib
 
 

@@ -143,16 +143,32 @@ def test_dense_reward_default_follows_the_task():
     assert dataclasses.replace(config, env_id="my_pkg/Neural-v0").dense_reward_on() is False  # its reward: unknown
 
 
+def test_a_task_brings_its_own_settings_and_flags_win(tmp_path, no_model_loads):
+    """Defaults < the task's recommended settings (text_env.Task.training) < YAML < flags."""
+    from text_env import TASKS
+
+    vowels = parse_config(["--env-id", "text_env/Vowels-v0", "--model", "smollm2-135m-instruct", "--tokenizer",
+                           "smollm2-135m-instruct"])  # fmt: skip
+    assert (vowels.kl_coef, vowels.gae_lambda, vowels.name) == (0.0, 1.0, "vowels-v0")
+    main_job = parse_config([])
+    assert (main_job.kl_coef, main_job.gae_lambda, main_job.name) == (0.1, None, "positive-review")
+    arithmetic = parse_config(["--env-id", "text_env/Arithmetic-v0", "--kl-coef", "0.3"])
+    assert arithmetic.algorithm == "grpo" and arithmetic.kl_coef == 0.3  # the task's algorithm, the flag's beta
+    path = tmp_path / "c.yaml"
+    path.write_text("env_id: text_env/Arithmetic-v0\nlearning_rate: 0.001\n")
+    from_yaml = parse_config(["--config", str(path)])
+    assert from_yaml.learning_rate == 0.001 and from_yaml.n_steps == TASKS["text_env/Arithmetic-v0"].training["n_steps"]
+    fields = set(TrainConfig.__dataclass_fields__)
+    for task in TASKS.values():  # every recommended setting is an option of agents.train
+        assert set(task.training) <= fields, task.env_id
+
+
 def test_yaml_config_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algorithm: a2c\nlearning_rate: 0.001\nkl_target: null\n")
     config = parse_config(["--config", str(path), "--learning-rate", "0.002"])
     assert (config.algorithm, config.learning_rate, config.kl_target) == ("a2c", 0.002, None)
     assert TrainConfig.from_yaml(path).learning_rate == 0.001
-    path.write_text("target_kl: 2.5\n")  # the option's old name
-    with pytest.warns(DeprecationWarning, match="'target_kl' is now 'kl_target'"):
-        assert TrainConfig.from_yaml(path).kl_target == 2.5
-    assert parse_config(["--target-kl", "none"]).kl_target is None
     path.write_text("algorithmm: a2c\n")
     with pytest.raises(ValueError, match="unknown options"):
         TrainConfig.from_yaml(path)
@@ -172,7 +188,7 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
     assert summary["algorithm"] == algorithm and summary["seed"] == 0 and "torch" in summary["versions"]
-    assert summary["gae_lambda"] == (0.5 if algorithm == "ppo" else None)  # dense Vowels-v0; RLOO has no critic
+    assert summary["gae_lambda"] == (1.0 if algorithm == "ppo" else None)  # Vowels-v0's own; RLOO has no critic
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2
@@ -249,7 +265,7 @@ def test_yaml_scientific_notation_and_null_are_typed(tmp_path):
     """PyYAML reads 5e-4 (no dot) as a string; the config still gets the float."""
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: 5e-4\nkl_target: 2.5\nn_envs: '16'\nclip_range_high: 0.28\n")
-    assert parse_config(["--config", str(path)]).kl_target == 2.5  # the YAML value, not the old alias's default
+    assert parse_config(["--config", str(path)]).kl_target == 2.5
     path.write_text("learning_rate: 5e-4\nkl_target: null\nn_envs: '16'\nclip_range_high: 0.28\n")
     config = parse_config(["--config", str(path), "--max-new-tokens", "none"])
     assert config.learning_rate == 5e-4 and isinstance(config.learning_rate, float)

@@ -1,13 +1,15 @@
-"""Text generation as a Gymnasium environment: prompts, tokenizers, reward models and the registered tasks.
+"""Text generation as a Gymnasium environment: prompt records, tokenizers, reward models and the registered tasks.
 
-``import text_env`` registers ``text_env/TextGeneration-v0``, ``text_env/PositiveReview-v0`` and
-``text_env/Vowels-v0`` with Gymnasium.
+``import text_env`` registers every id of :data:`ENV_IDS` with Gymnasium (``text_env/PositiveReview-v0``, the
+verifiable suite ``Reverse-v0``, ``LetterCount-v0``, ``Arithmetic-v0``, ``Keywords-v0``, ...); :func:`task_for`
+gives what a registered task owns (evaluation, recommended training settings).
 """
 
 from text_env.embedded import EMBEDDED_MODEL
 from text_env.env import TextGenerationEnv
-from text_env.prompts import load_prompts, shipped_prompts, shipped_prompts_path
-from text_env.registration import ENV_IDS, register_envs
+from text_env.prompts import PromptRecord, load_prompts, load_records, shipped_prompts, shipped_prompts_path
+from text_env.registration import ENV_IDS, TASKS, register_envs, task_for
+from text_env.tasks.base import Task
 from text_env.tokenizers import CHAR_TOKENIZER, build_char_tokenizer, resolve_tokenizer
 
 register_envs()
@@ -16,11 +18,16 @@ __all__ = [
     "CHAR_TOKENIZER",
     "EMBEDDED_MODEL",
     "ENV_IDS",
+    "TASKS",
+    "PromptRecord",
+    "Task",
     "TextGenerationEnv",
     "build_char_tokenizer",
     "load_prompts",
+    "load_records",
     "register_envs",
     "resolve_tokenizer",
     "shipped_prompts",
     "shipped_prompts_path",
+    "task_for",
 ]

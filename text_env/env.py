@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import operator
 import warnings
 from typing import Any, SupportsFloat
@@ -11,9 +12,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from text_env.prompts import PromptSource, load_prompts
-from text_env.rewards.base import RewardFn, RewardModel, as_reward_model, check_scores
-from text_env.tokenizers import resolve_tokenizer
+from text_env.prompts import PromptRecord, PromptSource, as_record, load_records
+from text_env.rewards.base import RewardFn, RewardModel, as_reward_model, score_batch, success_batch
+from text_env.tokenizers import end_of_turn_token_id, resolve_tokenizer
 
 ObsType = dict[str, np.ndarray]
 
@@ -30,9 +31,11 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     """Text generation as a Gymnasium environment: the agent writes a completion to a prompt one token at a time.
 
     ## Description
-    Each episode draws a prompt, encodes it, and lets the agent append tokens until it writes EOS or reaches
-    ``max_new_tokens``. A reward model then scores (prompt, completion). This is the RL formulation of language
-    model fine-tuning used by Ziegler et al. (2019) and RL4LMs (Ramamurthy et al., 2023).
+    Each episode draws a prompt record (:class:`~text_env.prompts.PromptRecord`: a prompt, an optional reference,
+    meta), encodes the prompt (as a chat turn with ``chat_template=True``), and lets the agent append tokens until it
+    writes EOS (or the chat template's end-of-turn token) or reaches ``max_new_tokens``. A reward model then scores
+    (prompt, completion), or (prompt, completion, reference) when it takes references. This is the RL formulation of
+    language model fine-tuning used by Ziegler et al. (2019) and RL4LMs (Ramamurthy et al., 2023).
 
     ## Action Space
     ``Discrete(V)``: the id of the next token. ``V`` is ``vocab_size`` (default ``len(tokenizer)``); set it to the
@@ -46,12 +49,18 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     run ending at the last 1 of ``attention_mask``.
 
     ## Rewards
-    0.0 at every step but the last; at the last step, ``reward_model([prompt], [completion])[0]`` as a Python float.
-    The completion is decoded with special tokens (EOS) skipped.
+    0.0 at every step but the last; at the last step, ``reward_model([prompt], [completion])[0]`` (with
+    ``[reference]`` as third argument for a reward model with ``uses_references``) as a Python float. The
+    completion is decoded with special tokens (EOS, end-of-turn) skipped: with a chat template it is the
+    assistant's text only. A reward that needs references on a prompt without one is an error naming the prompt.
+    When the reward model knows success (verifiable tasks), the last step's ``info["success"]`` says whether the
+    completion solved its prompt.
 
     ## Starting State
-    A prompt drawn uniformly with ``self.np_random``, or the one chosen by ``reset(options={"prompt": text})`` or
-    ``reset(options={"prompt_index": i})`` (``0 <= i < num_prompts``). Choosing the prompt through the reset options
+    A prompt record drawn uniformly with ``self.np_random``, or the one chosen by ``reset(options={"prompt_index":
+    i})`` (``0 <= i < num_prompts``), ``reset(options={"record": {"prompt": ..., "reference": ...}})`` or
+    ``reset(options={"prompt": text})`` (a prompt without reference). ``info`` holds ``"prompt"``, ``"reference"``
+    (``None`` without one) and ``"meta"`` at reset and at every step. Choosing the prompt through the reset options
     is how several envs complete the same prompt (the prompt groups of :class:`agents.grpo.GRPO`) without touching
     their random generators.
     Prompts longer than ``max_prompt_tokens`` are left-truncated (their end is kept) with a one-time warning, or
@@ -59,14 +68,17 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     token; without a BOS token it is an error.
 
     ## Episode End
-    ``terminated=True`` when the agent writes EOS (if ``stop_on_eos``) or after ``max_new_tokens`` tokens: reaching
+    ``terminated=True`` when the agent writes EOS or the chat template's end-of-turn token (if ``stop_on_eos``;
+    :attr:`stop_token_ids`) or after ``max_new_tokens`` tokens: reaching
     the length limit is the natural end of a completion, whose reward has been paid, so there is no value to
     bootstrap and ``truncated`` is always False.
 
     ## Arguments
-    - ``prompts``: a list of strings, a ``.txt``/``.jsonl`` file or an iterable of ``{"prompt": ...}`` records.
+    - ``prompts``: a list of strings, a ``.txt``/``.jsonl`` file or an iterable (list, generator, dataset) of
+      ``{"prompt": str, "reference": Any, "meta": dict}`` records (``reference`` and ``meta`` optional).
     - ``tokenizer``: a transformers tokenizer, or a name: ``"smollm2-135m-instruct"``, ``"char"``, or a directory.
-    - ``reward_model``: a :class:`~text_env.rewards.RewardModel` or a callable ``(prompts, completions) -> scores``.
+    - ``reward_model``: a :class:`~text_env.rewards.RewardModel` or a callable ``(prompts, completions) -> scores``
+      or ``(prompts, completions, references) -> scores`` (:func:`~text_env.rewards.base.as_reward_model`).
     - ``max_prompt_tokens`` / ``max_new_tokens``: the two parts of the observation length.
     - ``stop_on_eos``: end the episode when EOS is written.
     - ``vocab_size``: size of the action space (default ``len(tokenizer)``); must be at least ``len(tokenizer)``.
@@ -84,6 +96,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
       the KL-regularised objective, are unchanged), but a token is no longer credited with a sentiment word written
       before it: less variance, less KL spent on tokens that did not earn the reward. The reward model is called at
       every step, so use it with cheap ones (VADER: ~15 us a call); ``info["score"]`` is the final score as before.
+    - ``chat_template``: format each prompt as a user message with the tokenizer's own chat template and its
+      generation prompt (``apply_chat_template(..., add_generation_prompt=True)``), as instruction-tuned models were
+      trained; the template's end-of-turn token ends the episode like EOS. A tokenizer without a chat template is an
+      error.
+    - ``system_prompt``: with ``chat_template``, a system message before the prompt (``None``: the template's own
+      default, if any).
 
     ## Version History
     - v0: initial version.
@@ -113,6 +131,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         defer_scoring: bool = False,
         eval_prompts: PromptSource | None = None,
         dense_reward: bool = False,
+        chat_template: bool = False,
+        system_prompt: str | None = None,
     ) -> None:
         for name, value in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -136,9 +156,24 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             raise UnsupportedRenderModeError(
                 f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}."
             )
-        self.prompts = load_prompts(prompts)
-        self.eval_prompts: list[str] | None = None if eval_prompts is None else load_prompts(eval_prompts)
+        if system_prompt is not None and not chat_template:
+            raise ValueError("system_prompt is a chat message: pass chat_template=True with it.")
+        #: The task's prompt records; :attr:`prompts` are their prompt strings.
+        self.records: list[PromptRecord] = load_records(prompts)
+        self.prompts: list[str] = [record.prompt for record in self.records]
+        self.eval_records: list[PromptRecord] | None = None if eval_prompts is None else load_records(eval_prompts)
+        self.eval_prompts: list[str] | None = (
+            None if self.eval_records is None else [record.prompt for record in self.eval_records]
+        )
         self.tokenizer = resolve_tokenizer(tokenizer)
+        self.chat_template = bool(chat_template)
+        self.system_prompt = system_prompt
+        if self.chat_template and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(
+                f"chat_template=True, but the tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} has no chat "
+                "template (a base model's tokenizer): use an instruction-tuned model's tokenizer (e.g. "
+                "'smollm2-135m-instruct'), set tokenizer.chat_template, or pass chat_template=False."
+            )
         self.reward_model = as_reward_model(reward_model)
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
@@ -158,6 +193,12 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
                 "embedding size), or a tokenizer that matches the model."
             )
         self.eos_token_id: int | None = self.tokenizer.eos_token_id
+        #: Tokens that end the episode (with ``stop_on_eos``): EOS, and the chat template's end-of-turn token.
+        self.stop_token_ids: frozenset[int] = frozenset(
+            i
+            for i in (self.eos_token_id, end_of_turn_token_id(self.tokenizer) if chat_template else None)
+            if i is not None
+        )
         pad_id = self.tokenizer.pad_token_id
         self.pad_token_id: int = int(pad_id if pad_id is not None else (self.eos_token_id or 0))
 
@@ -172,6 +213,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._input_ids = np.full(self.seq_len, self.pad_token_id, dtype=np.int64)
         self._attention_mask = np.zeros(self.seq_len, dtype=np.int64)
         self._prompt = ""
+        self._record = PromptRecord("")
         self._num_new = 0
         self._done = True
         self._started = False
@@ -188,8 +230,7 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             if allowed.size == 0 or allowed.min() < 0 or allowed.max() >= self.vocab_size:
                 raise ValueError(f"allowed_token_ids must be non-empty ids in [0, {self.vocab_size}).")
             mask[allowed] = True
-        if self.eos_token_id is not None:
-            mask[self.eos_token_id] = True
+        mask[sorted(self.stop_token_ids)] = True
         mask.flags.writeable = False
         return mask
 
@@ -198,8 +239,19 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         return self._action_mask
 
     # ------------------------------------------------------------------ episode
+    def format_prompt(self, prompt: str) -> str:
+        """The text the model sees for ``prompt``: the prompt itself, or with ``chat_template`` the conversation
+        (system message, the prompt as the user's turn, the assistant's generation prompt) as the template renders
+        it."""
+        if not self.chat_template:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
     def _encode_prompt(self, prompt: str) -> list[int]:
-        ids = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        ids = list(self.tokenizer(self.format_prompt(prompt), add_special_tokens=False)["input_ids"])
         if not ids:
             if self.tokenizer.bos_token_id is None:
                 raise ValueError(
@@ -258,31 +310,43 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         super().reset(seed=seed)
         self._warn_if_an_episode_was_cut()
         options = options or {}
-        unknown = set(options) - {"prompt", "prompt_index"}
+        unknown = set(options) - {"prompt", "prompt_index", "record"}
         if unknown or len(options) > 1:
             raise ValueError(
-                f"reset options take one of 'prompt' (a string) or 'prompt_index' (an int), got {sorted(options)}."
+                "reset options take one of 'prompt' (a string), 'prompt_index' (an int) or 'record' (a "
+                f"PromptRecord or a {{'prompt', 'reference', 'meta'}} mapping), got {sorted(options)}."
             )
         if "prompt" in options:
-            prompt = options["prompt"]
-            if not isinstance(prompt, str):
-                raise TypeError(f"options['prompt'] must be a string, got {type(prompt).__name__}.")
+            if not isinstance(options["prompt"], str):
+                raise TypeError(f"options['prompt'] must be a string, got {type(options['prompt']).__name__}.")
+            record = PromptRecord(options["prompt"])
+        elif "record" in options:
+            record = as_record(options["record"], "options['record']")
         elif "prompt_index" in options:
-            prompt = self.prompts[self._check_prompt_index(options["prompt_index"])]
+            record = self.records[self._check_prompt_index(options["prompt_index"])]
         else:
-            prompt = self.prompts[int(self.np_random.integers(len(self.prompts)))]
+            record = self.records[int(self.np_random.integers(len(self.records)))]
+        prompt = record.prompt
         ids = self._encode_prompt(prompt)
         self._input_ids.fill(self.pad_token_id)
         self._attention_mask.fill(0)
         start = self.max_prompt_tokens - len(ids)  # left padding
         self._input_ids[start : self.max_prompt_tokens] = ids
         self._attention_mask[start : self.max_prompt_tokens] = 1
-        self._prompt = prompt
+        self._prompt, self._record = prompt, record
         self._num_new = 0
         self._paid = 0.0
         self._done = False
         self._started = True
-        return self._observation(), {"prompt": prompt}
+        return self._observation(), self._record_info()
+
+    def _record_info(self) -> dict[str, Any]:
+        return {"prompt": self._prompt, "reference": self._record.reference, "meta": dict(self._record.meta)}
+
+    @property
+    def record(self) -> PromptRecord:
+        """The prompt record of the current episode."""
+        return self._record
 
     @property
     def num_prompts(self) -> int:
@@ -337,9 +401,9 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._input_ids[position] = token
         self._attention_mask[position] = 1
         self._num_new += 1
-        wrote_eos = self.stop_on_eos and token == self.eos_token_id
-        terminated = bool(wrote_eos or self._num_new >= self.max_new_tokens)
-        info: dict[str, Any] = {"prompt": self._prompt}
+        wrote_stop = self.stop_on_eos and token in self.stop_token_ids
+        terminated = bool(wrote_stop or self._num_new >= self.max_new_tokens)
+        info = self._record_info()
         reward = 0.0
         completion = self.completion_text() if terminated or self.dense_reward else ""
         if terminated:
@@ -354,30 +418,43 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             reward, self._paid = score - self._paid, score
             if terminated:
                 info["score"] = score
+                success = success_batch(self.reward_model, [self._prompt], [completion], [self._record.reference])
+                if success is not None:
+                    info["success"] = bool(success[0])
         if self.render_mode == "human":
             self.render()
         return self._observation(), reward, terminated, False, info
 
     def _score(self, prompt: str, completion: str) -> float:
+        references = [self._record.reference]
         try:
-            scores = self.reward_model.score([prompt], [completion])  # checked below, outside the try
+            return float(score_batch(self.reward_model, [prompt], [completion], references)[0])
+        except (TypeError, ValueError) as error:  # NaN, a missing reference: name the pair
+            raise type(error)(f"{error} The pair: prompt={prompt!r}, completion={completion!r}.") from None
         except Exception as error:
             raise RuntimeError(
                 f"Reward model {self.reward_model!r} raised {type(error).__name__} while scoring prompt={prompt!r}, "
                 f"completion={completion!r}: {error}"
             ) from error
-        try:
-            return float(check_scores(scores, 1, self.reward_model)[0])
-        except (TypeError, ValueError) as error:  # e.g. NaN: name the pair, as for a reward model that raises
-            raise type(error)(f"{error} The pair: prompt={prompt!r}, completion={completion!r}.") from None
 
     # ------------------------------------------------------------------ state, for exact resume
     def get_state(self) -> dict[str, Any]:
-        """The episode in progress and the random generator, for checkpoints (see ``agents.common.checkpoint``)."""
+        """The episode in progress and the random generator, for checkpoints (see ``agents.common.checkpoint``).
+
+        The episode's record goes in as JSON, so that a reference that a checkpoint could not restore faithfully (a
+        set, an object) fails here, naming the prompt, instead of in a resumed run."""
+        try:
+            record = json.dumps(self._record.to_dict())
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"The reference or meta of prompt {self._prompt[:80]!r} is not JSON-serialisable ({error}), so a "
+                "checkpoint cannot store the episode: use JSON types (str, numbers, lists, dicts) in records."
+            ) from None
         return {
             "input_ids": self._input_ids.copy(),
             "attention_mask": self._attention_mask.copy(),
             "prompt": self._prompt,
+            "record": record,
             "num_new": self._num_new,
             "paid": self._paid,
             "done": self._done,
@@ -404,7 +481,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._input_ids[:] = state["input_ids"]
         self._attention_mask[:] = state["attention_mask"]
         self._prompt, self._num_new = state["prompt"], state["num_new"]
-        self._paid = float(state.get("paid", 0.0))  # checkpoints from before dense_reward have none
+        self._record = as_record(json.loads(state["record"]), "the checkpoint's episode record")
+        self._paid = float(state["paid"])
         self._done, self._started = state["done"], state["started"]
         self.np_random.bit_generator.state = state["np_random"]
 

@@ -1,18 +1,81 @@
-"""Gymnasium registration of the ``text_env/*`` ids (run on ``import text_env``)."""
+"""The registered tasks (run on ``import text_env``): each one :class:`~text_env.tasks.base.Task` entry.
+
+A task entry is its Gymnasium id and entry point plus what differs about it: recommended training settings, dense
+reward, evaluation metrics. ``agents.train`` and ``agents.evaluate`` ask :func:`task_for` and never match ids.
+"""
 
 from __future__ import annotations
 
 from gymnasium.envs.registration import register, registry
 
-#: Registered ids, with their entry points.
-ENV_IDS = {
-    # Generic: prompts, tokenizer and reward_model all come through gymnasium.make kwargs.
-    "text_env/TextGeneration-v0": "text_env.env:TextGenerationEnv",
-    # The embedded default task: shipped train prompts, SmolLM2 tokenizer, VADER reward, 48 new tokens.
-    "text_env/PositiveReview-v0": "text_env.tasks:make_positive_review_env",
-    # Tiny synthetic task on the "char" tokenizer: optimum 1.0, a random policy scores ~0.1.
-    "text_env/Vowels-v0": "text_env.tasks:make_vowels_env",
+from text_env.tasks.base import Task
+from text_env.tasks.review import review_judge
+
+#: Settings of the verifiable suite's tasks for ``python -m agents.train`` (GRPO with groups of 4; sparse reward).
+SUITE_TRAINING = {"algorithm": "grpo", "kl_coef": 0.02, "learning_rate": 3e-4, "eval_samples": 4, "eval_prompts": 64}
+
+#: Every registered task, by id.
+TASKS: dict[str, Task] = {
+    task.env_id: task
+    for task in (
+        Task(
+            "text_env/TextGeneration-v0",
+            "text_env.env:TextGenerationEnv",
+            "generic: prompts, tokenizer and reward_model come through gymnasium.make kwargs",
+        ),
+        Task(
+            "text_env/PositiveReview-v0",
+            "text_env.tasks.review:make_positive_review_env",
+            "continue a movie-review opening; VADER compound of the completion (the main job)",
+            dense_reward=True,
+            positive_threshold=0.05,  # VADER's threshold of a positive text
+            judge=review_judge,
+        ),
+        Task(
+            "text_env/Vowels-v0",
+            "text_env.tasks.review:make_vowels_env",
+            "tiny character-level task: write vowels (optimum 1.0, random ~0.1)",
+            training={"kl_coef": 0.0, "gae_lambda": 1.0, "lora_r": 0},
+            dense_reward=True,
+        ),
+        Task(
+            "text_env/Reverse-v0",
+            "text_env.tasks.suite:make_reverse_env",
+            "spell a word backwards; edit-similarity credit, exact-match success",
+            training={**SUITE_TRAINING, "n_steps": 32, "batch_size": 128},
+            verifiable=True,
+        ),
+        Task(
+            "text_env/LetterCount-v0",
+            "text_env.tasks.suite:make_letter_count_env",
+            "count a letter in a word; exact count succeeds, close counts earn a little",
+            training={**SUITE_TRAINING, "n_steps": 24, "batch_size": 96},
+            verifiable=True,
+        ),
+        Task(
+            "text_env/Arithmetic-v0",
+            "text_env.tasks.suite:make_arithmetic_env",
+            "sums and differences of small integers; exact value succeeds",
+            training={**SUITE_TRAINING, "n_steps": 24, "batch_size": 96},
+            verifiable=True,
+        ),
+        Task(
+            "text_env/Keywords-v0",
+            "text_env.tasks.suite:make_keywords_env",
+            "one sentence using every given word (CommonGen-style); share of words used x length window",
+            training={**SUITE_TRAINING, "n_steps": 24, "batch_size": 96},
+            verifiable=True,
+        ),
+    )
 }
+
+#: Registered ids, with their entry points.
+ENV_IDS = {env_id: task.entry_point for env_id, task in TASKS.items()}
+
+
+def task_for(env_id: str) -> Task | None:
+    """The :class:`Task` registered as ``env_id``, or ``None`` for an id registered elsewhere."""
+    return TASKS.get(env_id)
 
 
 def register_envs() -> None:

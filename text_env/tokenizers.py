@@ -70,3 +70,29 @@ def resolve_tokenizer(tokenizer: str | Path | Any) -> PreTrainedTokenizerBase:
             f"Use {CHAR_TOKENIZER!r}, {EMBEDDED_MODEL!r} or a directory saved with save_pretrained."
         )
     return tokenizer
+
+
+def end_of_turn_token_id(tokenizer: Any) -> int | None:
+    """The token that ends an assistant turn in the tokenizer's chat template (``<|im_end|>`` for SmolLM2 and
+    Qwen, ``<|eot_id|>`` for Llama 3), or ``None`` without a chat template or when the template ends a turn with
+    plain text.
+
+    Found by rendering a conversation whose assistant turn is a marker and taking the first special token after
+    it: no table of model families to keep up to date.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    marker = "XQZMARKERQZX"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    try:
+        rendered = str(tokenizer.apply_chat_template(messages, tokenize=False))
+    except Exception:  # a template that refuses this conversation (e.g. requires a system turn)
+        return None
+    if marker not in rendered:
+        return None
+    tail = rendered.split(marker, 1)[1]
+    special = set(tokenizer.all_special_ids)
+    for token in tokenizer(tail, add_special_tokens=False)["input_ids"]:
+        if token in special:
+            return int(token)
+    return None

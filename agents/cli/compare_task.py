@@ -130,10 +130,10 @@ def best_of_n_reference(config: TrainConfig, n_max: int) -> dict[str, Any]:
     return {
         "key": best_of_n_key(config, n_max),
         "curve": best_of_n_curve(scores),
-        "prompts": prompts,
+        "prompts": [record.prompt for record in prompts],
         "scores": scores.tolist(),
         "best_samples": [  # the best of n_max for the first prompts
-            {"prompt": prompts[p], "score": float(scores[p, b]), "completion": result.completions[p * n_max + b]}
+            {"prompt": prompts[p].prompt, "score": float(scores[p, b]), "completion": result.completions[p * n_max + b]}
             for p, b in enumerate(best[:3].tolist())
         ],
         "seconds": time.monotonic() - started,

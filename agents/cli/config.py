@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,7 @@ from agents.common.policy import COMPUTE_DTYPES
 from agents.grpo.objective import KL_ESTIMATORS
 from agents.registry import ALGORITHMS
 
-#: Options renamed since the first release: old name -> new name (still read, with a DeprecationWarning).
-RENAMED_OPTIONS = {"target_kl": "kl_target"}
 DEVICES = ("cpu", "cuda", "auto")
-#: Registered tasks whose own reward is cheap to call at every token (VADER, the vowel count): dense by default.
-BUILT_IN_TASKS = ("text_env/PositiveReview-v0", "text_env/Vowels-v0")
 
 
 @dataclass
@@ -328,12 +323,14 @@ class TrainConfig:
         """``dense_reward``, with ``None`` resolved: on when the reward is cheap to call at every token (the
         built-in tasks' own rewards, VADER and the vowel count; specs of :data:`~text_env.rewards.spec.CHEAP_KINDS`
         only)."""
+        from text_env import task_for
         from text_env.rewards.spec import is_cheap_reward_spec
 
         if self.dense_reward is not None:
             return self.dense_reward
         if self.reward is None:
-            return self.env_id in BUILT_IN_TASKS
+            task = task_for(self.env_id)
+            return task is not None and task.dense_reward
         return is_cheap_reward_spec(self.reward)
 
     def resolved_gae_lambda(self) -> float:
@@ -368,10 +365,6 @@ class TrainConfig:
             values = yaml.safe_load(handle) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: the config must be a mapping of option names to values.")
-        for old, new in RENAMED_OPTIONS.items():
-            if old in values:
-                warnings.warn(f"{path}: option {old!r} is now {new!r}.", DeprecationWarning, stacklevel=2)
-                values.setdefault(new, values.pop(old))
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"{path}: unknown options {sorted(unknown)}; see --help for the list.")
@@ -426,11 +419,28 @@ EMBEDDED_VOCAB_SIZE = 49152
 NONE_WORDS = ("none", "null", "off")
 
 
+def task_settings(env_id: str) -> dict[str, Any]:
+    """The registered task's recommended settings (:attr:`text_env.tasks.base.Task.training`), with a run name
+    after the task (``arithmetic-v0``) for tasks other than the main job's."""
+    from text_env import task_for
+
+    task = task_for(env_id)
+    settings: dict[str, Any] = {} if task is None else dict(task.training)
+    if env_id != TrainConfig.env_id:
+        settings.setdefault("name", env_id.rsplit("/", 1)[-1].lower())
+    return settings
+
+
 def validated_config(values: dict[str, Any], source: str = "options") -> TrainConfig:
     """A :class:`TrainConfig` from raw values (YAML scalars, flag strings), each checked and converted to its
     field's type by pydantic: ``"5e-4"`` becomes ``0.0005``, ``"none"`` unsets an optional option, and a wrong type
-    raises a ``ValueError`` naming the option, the expected type and the value given."""
+    raises a ``ValueError`` naming the option, the expected type and the value given.
+
+    Values come from three layers: the main job's defaults, then the chosen task's own settings
+    (:func:`task_settings`), then ``values`` (YAML and flags), which win."""
     from pydantic import TypeAdapter, ValidationError
+
+    values = {**task_settings(str(values.get("env_id", TrainConfig.env_id))), **values}
 
     optional = {f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
     values = {
@@ -456,7 +466,6 @@ def build_parser() -> argparse.ArgumentParser:
         "PositiveReview-v0). Options come from the defaults, then --config YAML, then flags.",
     )
     parser.add_argument("--config", type=Path, help="YAML file of options (same names as the flags, with _)")
-    parser.add_argument("--target-kl", dest="kl_target", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default})"

@@ -33,30 +33,32 @@ import gymnasium as gym
 import numpy as np
 
 from agents.cli.config import TrainConfig, parse_config
+from text_env.prompts import PromptRecord
 
 #: Share of the training prompts set aside for evaluation when a task declares no held-out prompts.
 HELD_OUT_SHARE = 0.1
 
 
-def held_out_prompts(config: TrainConfig, env: Any, task: dict[str, Any]) -> list[str]:
-    """The distinct prompts to evaluate on: ``--eval-prompts-file``, else the task's own ``eval_prompts``, else the
-    last 10% of its training prompts, which are then removed from training (``task["prompts"]``), and says so."""
-    from text_env import load_prompts
+def held_out_prompts(config: TrainConfig, env: Any, task: dict[str, Any]) -> list[PromptRecord]:
+    """The distinct prompt records to evaluate on: ``--eval-prompts-file``, else the task's own ``eval_records``,
+    else the last 10% of its training records, which are then removed from training (``task["prompts"]``), and
+    says so."""
+    from text_env import load_records
 
     if config.eval_prompts_file is not None:
-        prompts = load_prompts(config.eval_prompts_file)
-    elif env.eval_prompts:
-        prompts = list(env.eval_prompts)
-    elif len(env.prompts) >= 2:
-        n_held = max(1, round(HELD_OUT_SHARE * len(env.prompts)))
-        prompts = list(env.prompts[-n_held:])
-        task["prompts"] = list(env.prompts[:-n_held])
+        prompts = load_records(config.eval_prompts_file)
+    elif env.eval_records:
+        prompts = list(env.eval_records)
+    elif len(env.records) >= 2:
+        n_held = max(1, round(HELD_OUT_SHARE * len(env.records)))
+        prompts = list(env.records[-n_held:])
+        task["prompts"] = list(env.records[:-n_held])
         print(
             f"[setup] {config.env_id} declares no held-out prompts: evaluating on its last {n_held} of "
             f"{len(env.prompts)} prompts, set aside from training"
         )
     else:
-        prompts = list(env.prompts)
+        prompts = list(env.records)
         print(f"[setup] {config.env_id} has one prompt and no held-out prompts: evaluating on the training prompt")
     return prompts[: config.eval_prompts or None]
 
@@ -133,7 +135,7 @@ class TrainingRun:
     config: TrainConfig
     model: Any  # the SB3 algorithm
     eval_env: Any
-    prompts: list[str]  # distinct held-out prompts
+    prompts: list[PromptRecord]  # distinct held-out prompt records
     callbacks: list[Any]  # KL penalty (critic-based algorithms) or nothing, then the three below
     history: Any  # RolloutHistoryCallback
     evaluation: Any  # TextEvalCallback
@@ -391,7 +393,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "after": evaluation.history[-1],
         "final_kl_coef": run.history.rows[-1].get("kl_coef") if run.history.rows else None,
         "samples": [
-            {"prompt": p, "before": b, "after": a}
+            {"prompt": p.prompt, "before": b, "after": a}
             for p, b, a in zip(
                 shown,
                 run.first_completions()[: len(shown)],
@@ -436,18 +438,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"samples ({summary['timesteps']} env steps):"
     )
     print(f"  {'metric':<18}{'before':>10}{'after':>10}")
-    for key in (
-        "score",
-        "positive_share",
-        "kl",
-        "distinct_1",
-        "distinct_2",
-        "repetition",
-        "ref_log_likelihood",
-        "length",
-    ):
-        if key in before or key in after:
-            print(f"  {key:<18}{before.get(key, float('nan')):>10.3f}{after.get(key, float('nan')):>10.3f}")
+    for key in after:  # every metric the evaluation reported, in its order
+        if key != "timesteps" and isinstance(after[key], (int, float)):
+            print(f"  {key:<18}{before.get(key, float('nan')):>10.3f}{after[key]:>10.3f}")
     print("\nSample completions, before -> after training:")
     for sample in summary["samples"][:3]:
         print(f"  {sample['prompt']!r}\n    before: {sample['before']!r}\n    after:  {sample['after']!r}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -42,7 +41,6 @@ class KLPenaltyCallback(BaseCallback):
     :param reference: a :class:`~agents.ReferenceModel` (e.g. the one the evaluation uses too: build it once), a
         model spec to load as the reference, or ``None`` for the policy's initial weights (LoRA: adapters disabled,
         no copy), made when training starts.
-    :param target_kl: deprecated name of ``kl_target``.
     """
 
     def __init__(
@@ -52,17 +50,8 @@ class KLPenaltyCallback(BaseCallback):
         horizon: int = 10_000,
         reference: ReferenceModel | ModelSpec | None = None,
         verbose: int = 0,
-        target_kl: float | None = None,
     ) -> None:
         super().__init__(verbose)
-        if target_kl is not None:
-            warnings.warn(
-                "KLPenaltyCallback(target_kl=...) is deprecated: pass kl_target=... (the adaptive controller's "
-                "per-episode target; SB3 PPO's target_kl is a different, per-update early stop).",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            kl_target = target_kl if kl_target is None else kl_target
         self.controller = KLController(kl_coef, kl_target, horizon)
         self.reference: ReferenceModel | None = reference if isinstance(reference, ReferenceModel) else None
         self.reference_spec = None if isinstance(reference, ReferenceModel) else reference

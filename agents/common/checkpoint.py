@@ -141,10 +141,7 @@ def load_checkpoint_state(
     if state is None:
         raise ValueError(f"{path} is a plain SB3 save without resume state: write it with save_checkpoint().")
     delattr(model, "resume_state")
-    if "ranks" not in state:  # written before data-parallel checkpoints: one process's state, at the top level
-        running_kl = state["kl"]["running_kl"] if "kl" in state else None
-        state["ranks"] = [{"rng": state["rng"], "env_states": state.get("env_states"), "running_kl": running_kl}]
-    saved_world = int(state.get("world_size", 1))
+    saved_world = int(state["world_size"])
     rank, world = get_rank(), get_world_size()
     venv = model.get_env()
     own = state["ranks"][rank] if len(state["ranks"]) == world == saved_world else None
@@ -162,7 +159,7 @@ def load_checkpoint_state(
         running_kl = None if own is None else own.get("running_kl")
         kl_callback = KLPenaltyCallback.from_state_dict({**state["kl"], "running_kl": running_kl}, policy)
     if own is not None:
-        for name, value in own.get("attributes", {}).items():
+        for name, value in own["attributes"].items():
             setattr(model, name, value)
         _set_rng_state(own["rng"])
     else:

@@ -12,17 +12,18 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.common.generation import GenerationResult, generate_completions
 from agents.common.reference import ReferenceModel
+from text_env.prompts import PromptRecord
+from text_env.tasks.base import Task, success_metrics
 
-#: A completion "is positive" above this score: VADER's standard threshold for its compound score.
-POSITIVE_THRESHOLD = 0.05
 
-
-def summarize(result: GenerationResult) -> dict[str, float]:
+def summarize(result: GenerationResult, task: Task | None = None) -> dict[str, float]:
     """The evaluation metrics of a batch of completions.
 
     - ``score``: mean reward-model score (unshaped);
-    - ``positive_share``: share of completions scoring above :data:`POSITIVE_THRESHOLD` (0.05: VADER's threshold
-      of a positive text, for the sentiment tasks);
+    - ``accuracy``, ``pass@1``, ``pass@k`` (k: samples per prompt): when the reward knows success (verifiable
+      tasks, :func:`text_env.tasks.base.success_metrics`);
+    - the task's own metrics (:meth:`text_env.tasks.base.Task.evaluate`): ``positive_share`` (share of completions
+      above the task's threshold, VADER's 0.05 for PositiveReview-v0) and its judge's views (``judge_*``);
     - ``kl``: mean over completions of the summed per-token KL(pi || pi_ref) (absent without a reference);
     - ``distinct_1`` / ``distinct_2``: distinct word uni-/bigrams over all (Li et al. 2016), low when the policy
       collapses onto a few phrases;
@@ -32,9 +33,12 @@ def summarize(result: GenerationResult) -> dict[str, float]:
     - ``ref_log_likelihood``: mean per-token log-likelihood of the completions under the reference model (fluency
       as the base model sees it; absent without a reference).
     """
-    metrics = {
-        "score": float(np.mean(result.scores)),
-        "positive_share": float(np.mean(result.scores > POSITIVE_THRESHOLD)),
+    metrics = {"score": float(np.mean(result.scores))}
+    if result.successes is not None:
+        metrics.update(success_metrics(result.prompts, result.successes))
+    if task is not None:
+        metrics.update(task.evaluate(result.prompts, result.completions, result.scores, result.successes))
+    metrics |= {
         "distinct_1": result.distinct_n(1),
         "distinct_2": result.distinct_n(2),
         "length": float(np.mean(result.num_tokens)),
@@ -47,23 +51,33 @@ def summarize(result: GenerationResult) -> dict[str, float]:
     return metrics
 
 
+def task_of(env: gym.Env) -> Task | None:
+    """The registered :class:`~text_env.tasks.base.Task` of an env made with ``gymnasium.make``, else ``None``."""
+    from text_env import task_for
+
+    spec = getattr(env, "spec", None) or getattr(env.unwrapped, "spec", None)
+    return task_for(spec.id) if spec is not None else None
+
+
 class TextEvalCallback(BaseCallback):
     """Every ``every_n_rollouts`` rollouts (after the update on them), at the start and at the end of training,
     generate completions for held-out prompts and log ``eval/score``, ``eval/kl``, ``eval/distinct_1``,
     ``eval/distinct_2``, ``eval/length`` and ``eval/sample_<i>`` texts to the SB3 logger (console, CSV, TensorBoard).
 
     :param env: an environment of the task (it supplies tokenizer, lengths and reward model).
-    :param prompts: the held-out prompts.
+    :param prompts: the held-out prompts, or their records (with references, for verifiable tasks).
     :param reference: a :class:`ReferenceModel`, or a callable returning one at evaluation time (e.g.
         ``lambda: kl_callback.reference``, which exists only once training starts); ``None`` skips the KL.
     :param deterministic: greedy decoding instead of sampling.
     :param n_samples: sample completions to log.
+    :param task: the task whose own metrics to report (:meth:`~text_env.tasks.base.Task.evaluate`); default: the
+        registered task of ``env.spec.id``, if any.
     """
 
     def __init__(
         self,
         env: gym.Env,
-        prompts: Sequence[str],
+        prompts: Sequence[str | PromptRecord],
         *,
         every_n_rollouts: int = 5,
         reference: ReferenceModel | Any = None,
@@ -71,6 +85,7 @@ class TextEvalCallback(BaseCallback):
         n_samples: int = 3,
         batch_size: int = 16,
         verbose: int = 1,
+        task: Task | None = None,
     ) -> None:
         super().__init__(verbose)
         if every_n_rollouts < 1:
@@ -81,6 +96,7 @@ class TextEvalCallback(BaseCallback):
             raise ValueError("TextEvalCallback needs at least one held-out prompt.")
         self.env = env
         self.prompts = list(prompts)
+        self.task = task if task is not None else task_of(env)
         self.every_n_rollouts = every_n_rollouts
         self.reference = reference
         self.deterministic = deterministic
@@ -112,7 +128,7 @@ class TextEvalCallback(BaseCallback):
                 reference=self._resolve_reference(),
                 batch_size=self.batch_size,
             )
-        metrics = summarize(result)
+        metrics = summarize(result, self.task)
         for key, value in metrics.items():
             self.logger.record(f"eval/{key}", value)
         for index, (prompt, completion) in enumerate(zip(result.prompts, result.completions, strict=True)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import gymnasium as gym
 import numpy as np
@@ -19,6 +19,7 @@ from agents.common.episodes import stack_steps
 from agents.common.policy import CausalLMPolicyBase, MaskableCausalLMPolicy, sample_token_ids
 from agents.common.reference import ReferenceModel
 from text_env.env import TextGenerationEnv
+from text_env.prompts import PromptRecord, as_record
 
 
 @dataclass
@@ -28,6 +29,8 @@ class GenerationResult:
     prompts: list[str]
     completions: list[str]
     scores: np.ndarray  # (N,) reward-model scores (unshaped)
+    references: list[Any] = field(default_factory=list)  # (N,) the prompts' references (None without)
+    successes: np.ndarray | None = None  # (N,) bool: the completion solved its prompt (verifiable rewards only)
     kl: np.ndarray | None = None  # (N,) summed per-token KL(pi || pi_ref) of each completion
     num_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (N,)
     ref_log_likelihood: np.ndarray | None = None  # (N,) mean log pi_ref(a_t | s_t) over each completion's tokens
@@ -104,7 +107,7 @@ def _completion_kl(reference: ReferenceModel, steps: list[_Step]) -> tuple[np.nd
 def generate_completions(
     model_or_policy: object,
     env: gym.Env,
-    prompts: Sequence[str],
+    prompts: Sequence[str | PromptRecord],
     *,
     deterministic: bool = False,
     reference: ReferenceModel | None = None,
@@ -112,6 +115,8 @@ def generate_completions(
 ) -> GenerationResult:
     """Write one completion per prompt with the policy (sampling, or greedy with ``deterministic=True``).
 
+    :param prompts: prompt strings, or :class:`~text_env.prompts.PromptRecord` s (or their dicts) whose references
+        the reward checks (verifiable tasks: ``successes`` is filled).
     :param env: the environment (or a wrapper of it) that defines tokenizer, lengths and reward model.
     :param reference: if given, also compute each completion's exact KL to it, summed over tokens:
         ``sum_t sum_v pi(v|s_t) (log pi(v|s_t) - log pi_ref(v|s_t))``, from the logits generation sampled from and
@@ -119,6 +124,7 @@ def generate_completions(
     """
     if isinstance(prompts, str):
         raise TypeError(f"prompts must be a list of strings, got the single string {prompts[:40]!r}: pass [prompt].")
+    records = [as_record(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
     policy = _policy_of(model_or_policy)
     base = env.unwrapped
     if not isinstance(base, TextGenerationEnv):
@@ -130,10 +136,12 @@ def generate_completions(
     kls: list[np.ndarray] = []
     likelihoods: list[np.ndarray] = []
     lengths: list[int] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
+    successes: list[bool | None] = []
+    for start in range(0, len(records), batch_size):
+        chunk = records[start : start + batch_size]
         envs = [base.fresh_copy() for _ in chunk]
-        observations = [e.reset(options={"prompt": p})[0] for e, p in zip(envs, chunk, strict=True)]
+        observations = [e.reset(options={"record": r})[0] for e, r in zip(envs, chunk, strict=True)]
+        chunk_successes: list[bool | None] = [None] * len(chunk)
         done = np.zeros(len(chunk), dtype=bool)
         chunk_scores, chunk_returns = np.zeros(len(chunk)), np.zeros(len(chunk))
         steps: list[_Step] = []
@@ -156,16 +164,20 @@ def generate_completions(
                     done[i] = True
                     # the completion's score: all of the return, or its last increment under dense_reward
                     chunk_scores[i] = info.get("score", chunk_returns[i])
+                    chunk_successes[i] = info.get("success")
         completions.extend(e.completion_text() for e in envs)
         lengths.extend(len(e.completion_ids()) for e in envs)
+        successes.extend(chunk_successes)
         scores.append(chunk_scores)
         if reference is not None:
             chunk_kl, chunk_likelihood = _completion_kl(reference, steps)
             kls.append(chunk_kl)
             likelihoods.append(chunk_likelihood)
     return GenerationResult(
-        prompts=list(prompts),
+        prompts=[r.prompt for r in records],
         completions=completions,
+        references=[r.reference for r in records],
+        successes=None if not successes or None in successes else np.asarray(successes, dtype=bool),
         scores=np.concatenate(scores) if scores else np.zeros(0),
         kl=np.concatenate(kls) if reference is not None and kls else None,
         ref_log_likelihood=np.concatenate(likelihoods) if reference is not None and likelihoods else None,

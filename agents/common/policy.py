@@ -29,7 +29,7 @@ from gymnasium import spaces
 from sb3_contrib.common.maskable.distributions import MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import Distribution
-from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -507,21 +507,6 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
         return _actions(self._distribution(logits, action_masks), deterministic)
 
 
-def lm_policy_class_for(algorithm: str | type) -> type[BasePolicy]:
-    """Deprecated: use ``agents.registry.get_algorithm(name).policy_class``."""
-    from agents.registry import ALGORITHMS
-
-    warnings.warn(
-        "lm_policy_class_for is deprecated: use agents.registry.get_algorithm(name).policy_class.",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    if isinstance(algorithm, str):
-        return ALGORITHMS[algorithm.lower()].policy_class
-    classes = {spec.algorithm_class: spec.policy_class for spec in ALGORITHMS.values()}
-    return classes.get(algorithm, CausalLMPolicy)
-
-
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off, in eval mode: the KL reference when there is no LoRA."""
     reference = copy.deepcopy(module).eval()
@@ -530,15 +515,10 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return reference
 
 
-#: Deprecated name of :class:`CausalLMPolicyBase` (it is the base of every LM policy, not a mixin to add).
-CausalLMPolicyMixin = CausalLMPolicyBase
-
 __all__ = [
     "CausalLMPolicy",
     "CausalLMPolicyBase",
-    "CausalLMPolicyMixin",
     "MaskableCausalLMPolicy",
     "frozen_copy",
-    "lm_policy_class_for",
     "sample_token_ids",
 ]

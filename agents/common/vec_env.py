@@ -19,7 +19,7 @@ import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from text_env.rewards.base import RewardModel, check_scores
+from text_env.rewards.base import RewardModel, check_references, check_scores, success_batch
 
 
 class BatchedRewardVecEnv(VecEnvWrapper):
@@ -57,8 +57,14 @@ class BatchedRewardVecEnv(VecEnvWrapper):
         if pending:
             prompts = [infos[i]["prompt"] for i in pending]
             completions = [infos[i]["completion"] for i in pending]
+            references = [infos[i].get("reference") for i in pending]
+            if self.reward_model.uses_references:
+                references = check_references(self.reward_model, prompts, references)
             try:
-                raw = self.reward_model.score(prompts, completions)
+                if self.reward_model.uses_references:
+                    raw = self.reward_model.score(prompts, completions, references)  # type: ignore[call-arg]
+                else:
+                    raw = self.reward_model.score(prompts, completions)
             except Exception as error:
                 raise RuntimeError(
                     f"Reward model {self.reward_model!r} raised {type(error).__name__} while scoring {len(pending)} "
@@ -73,7 +79,10 @@ class BatchedRewardVecEnv(VecEnvWrapper):
                     f"{error} First bad pair: prompt={prompts[bad]!r}, completion={completions[bad]!r}."
                 ) from None
             self.calls += 1
-            for i, score in zip(pending, scores, strict=True):
+            successes = success_batch(self.reward_model, prompts, completions, references)
+            for n, (i, score) in enumerate(zip(pending, scores, strict=True)):
+                if successes is not None:
+                    infos[i]["success"] = bool(successes[n])
                 rewards[i] += np.float32(score)
                 infos[i]["score"] = float(score)
                 if "episode" in infos[i]:  # SB3's Monitor summed the episode without its score

