@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import gymnasium as gym
@@ -35,6 +36,12 @@ def all_equal_share(scores: np.ndarray, samples: int, group_size: int = 4) -> fl
     """Share of groups of ``group_size`` consecutive samples of one prompt whose rewards are all equal."""
     groups = scores.reshape(-1, samples)[:, : samples // group_size * group_size].reshape(-1, group_size)  # (G', g)
     return float(np.mean(np.all(groups == groups[:, :1], axis=1)))
+
+
+def majority_answer_accuracy(records: list) -> float:
+    """Accuracy of always giving the most common reference: a task a constant answer solves teaches nothing."""
+    counts = Counter(json.dumps(r.reference) for r in records)
+    return counts.most_common(1)[0][1] / len(records) if counts else 0.0
 
 
 def measure(task: str, difficulty: int | None, prompts: int, samples: int, seed: int) -> dict[str, float]:
@@ -63,6 +70,8 @@ def measure(task: str, difficulty: int | None, prompts: int, samples: int, seed:
         f"pass@{samples}": metrics[f"pass@{samples}"],
         "mean_reward": metrics["score"],
         "all_equal_groups_g4": all_equal_share(result.scores, samples),
+        # What answering the most common held-out reference every time would score (0 for free-form references).
+        "majority_answer_accuracy": majority_answer_accuracy(records),
         "seconds": round(time.monotonic() - started, 1),
         "examples": [
             {"prompt": p, "completion": c, "score": float(s)}

@@ -10,6 +10,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import KLPenaltyCallback
+from agents.common.callbacks import RolloutHistoryCallback
 from agents.registry import ALGORITHMS, make_algorithm
 
 #: Small rollouts per algorithm; everything else (classes, buffers, fixed settings) comes from the registry.
@@ -95,6 +96,20 @@ def test_kl_penalty_shapes_the_stored_rewards(name):
     expected = env_rewards - coef * (policy - reference)
     assert not np.allclose(expected, env_rewards)  # the policy moved away from the reference: penalised
     np.testing.assert_allclose(buffer.rewards, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_every_algorithm_logs_the_kl_under_the_same_names(name):
+    """The critic algorithms through KLPenaltyCallback, the group ones through their own kl_coef: one set of names."""
+    critic = ALGORITHMS[name].critic
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    settings = SETTINGS[name] if critic else {**SETTINGS[name], "kl_coef": 0.1}
+    model = make_algorithm(name, env, policy_kwargs=dict(model=tiny_gpt2_config()), seed=0, **settings)
+    history = RolloutHistoryCallback()
+    model.learn(64, callback=[KLPenaltyCallback(kl_coef=0.1), history] if critic else [history])
+    assert all({"kl/coef", "kl/k1"} <= set(row) for row in history.rows), history.rows
+    assert {"kl/k1_per_episode", "rollout/score"} <= set().union(*history.rows)
+    assert all(row["kl/coef"] == 0.1 for row in history.rows)
 
 
 def test_maskable_ppo_never_samples_masked_tokens():

@@ -8,8 +8,15 @@ from conftest import tiny_gpt2_config
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from agents import CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
-from agents.common.checkpoint import CheckpointCallback, load_checkpoint, save_checkpoint
+from agents import GRPO, CausalLMPolicy, EpisodeRolloutBuffer, KLPenaltyCallback
+from agents.common.checkpoint import (
+    CheckpointCallback,
+    RankStateHook,
+    load_checkpoint,
+    load_checkpoint_state,
+    rank_state,
+    save_checkpoint,
+)
 
 N = 256  # steps per half: 4 rollouts of 2 envs x 32 steps
 
@@ -102,3 +109,35 @@ def test_a_plain_sb3_save_is_refused_with_a_hint(tmp_path):
     model.save(tmp_path / "plain.zip")
     with pytest.raises(ValueError, match="save_checkpoint"):
         load_checkpoint(PPO, tmp_path / "plain.zip", make_env())
+
+
+def make_grpo(env):
+    return GRPO(
+        CausalLMPolicy, env, group_size=2, n_steps=16, batch_size=16, kl_coef=0.1, learning_rate=3e-3,
+        policy_kwargs=dict(model=tiny_gpt2_config()), seed=0,
+    )  # fmt: skip
+
+
+def test_grpo_resumes_exactly_with_its_own_per_rank_state(tmp_path):
+    """GRPO's pass over the prompts goes through the public hook (get_rank_state / set_rank_state) and each rank's
+    state in the checkpoint, not through attributes that the checkpoint names."""
+    straight = make_grpo(make_env())
+    straight.learn(128)  # 4 rollouts of 2 envs x 16 (2 rounds of one group each: one prompt per round)
+    first = make_grpo(make_env())
+    first.learn(64)
+    assert isinstance(first, RankStateHook)
+    assert 0 < first.get_rank_state()["prompt_cursor"] < first.num_prompts  # the checkpoint falls inside a pass
+    save_checkpoint(first, tmp_path / "grpo.zip")
+    resumed, _ = load_checkpoint(GRPO, tmp_path / "grpo.zip", make_env())
+    resumed.learn(64, reset_num_timesteps=False)
+    for (name, p), q in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    assert straight.get_rank_state()["prompt_cursor"] == resumed.get_rank_state()["prompt_cursor"]
+
+    # The rank's own state is what the hook restores (SB3's save holds the saving rank's only).
+    own = rank_state(first)
+    own["algorithm"] = {"prompt_order": own["algorithm"]["prompt_order"][::-1].copy(), "prompt_cursor": 1}
+    save_checkpoint(first, tmp_path / "edited.zip", rank_states=[own])
+    edited, _, _ = load_checkpoint_state(GRPO, tmp_path / "edited.zip", make_env())
+    assert edited.get_rank_state()["prompt_cursor"] == 1
+    assert list(edited.get_rank_state()["prompt_order"]) == list(own["algorithm"]["prompt_order"])

@@ -86,7 +86,7 @@ def scenario_ppo(rank: int, model_dir: str) -> dict:
     model.learn(256, callback=[kl, DataParallelCallback()])  # 4 rollouts of 2 ranks x 2 envs x 16
     assert model.target_kl == target_kl and model.max_grad_norm == 0.5 and model.normalize_advantage
     moved = max(float((p - initial[name]).abs().max()) for name, p in _state(model).items())
-    return dict(state=_state(model), steps=steps[0], kl_coefs=[r["kl_coef"] for r in kl.history], moved=moved)
+    return dict(state=_state(model), steps=steps[0], kl_coefs=[r["kl/coef"] for r in kl.history], moved=moved)
 
 
 def scenario_a2c_maskable(rank: int, model_dir: str) -> dict:

@@ -17,7 +17,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents import GRPO, CausalLMPolicy, ReferenceModel
-from agents.grpo import aggregate_loss, group_advantages, kl_estimate
+from agents.grpo import aggregate_loss, group_advantages, group_size_problems, kl_estimate
 from text_env import TextGenerationEnv
 
 OPTIMUM = 1.0
@@ -177,7 +177,8 @@ def test_all_three_kl_estimates_are_logged_and_the_reward_can_carry_the_penalty(
     model.learn(64)  # 2 rollouts: the second one's policy differs from the reference
     with open(tmp_path / "progress.csv") as handle:
         rows = list(csv.DictReader(handle))
-    for key in ("kl/k1", "kl/k2", "kl/k3", "rollout/score", "rollout/group_reward_std", "rollout/all_equal_groups"):
+    estimates = [f"kl/k{i}{per}" for i in (1, 2, 3) for per in ("", "_per_episode")]  # KLPenaltyCallback's names
+    for key in (*estimates, "kl/coef", "rollout/score", "rollout/group_reward_std", "rollout/all_equal_groups"):
         assert all(row[key] != "" for row in rows), key
     assert float(rows[0]["kl/k3"]) == pytest.approx(0.0, abs=1e-6)  # the policy is the reference at first
     assert float(rows[-1]["kl/k2"]) > 0
@@ -253,6 +254,21 @@ def test_bad_settings_get_clear_errors():
         from stable_baselines3.common.envs import IdentityEnv
 
         GRPO(CausalLMPolicy, DummyVecEnv([lambda: IdentityEnv(4)] * 2), group_size=2)
+
+
+def test_one_rule_for_group_sizes():
+    assert group_size_problems(2) == group_size_problems(4, 8) == group_size_problems(2, 8, world_size=2) == []
+    assert group_size_problems(1, 8) == ["group_size must be >= 2 (a baseline needs other completions), got 1"]
+    (problem,) = group_size_problems(4, 6, name="rloo")
+    assert problem.startswith("rloo needs group_size >= 2 dividing n_envs: n_envs=6 is not a multiple of group_size=4")
+    assert group_size_problems(8, 8, world_size=2) == [
+        "n_envs=8 gives each of the 2 ranks 4 envs, not whole groups of group_size=8: use a multiple of 16"
+    ]
+    with pytest.raises(ValueError, match="needs group_size >= 2 dividing n_envs: n_envs=3 is not a multiple of"):
+        from agents.grpo import GroupRolloutBuffer
+
+        env = make_vec_env("text_env/Vowels-v0", n_envs=1)
+        GroupRolloutBuffer(8, env.observation_space, env.action_space, n_envs=3, group_size=2, completion_length=8)
 
 
 def test_the_kl_callback_points_grpo_users_to_kl_coef():

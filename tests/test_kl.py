@@ -44,7 +44,7 @@ def logged(logdir, key):
 
 def test_logged_kl_is_non_negative_on_average_and_the_score_is_logged(tmp_path):
     train(kl_coef=0.1, steps=2048, logdir=tmp_path)
-    per_token = logged(tmp_path, "kl/per_token")
+    per_token = logged(tmp_path, "kl/k1")
     assert len(per_token) == 4 and per_token[0] == pytest.approx(0.0, abs=1e-6)  # policy == reference at first
     assert np.mean(per_token) >= 0 and per_token[-1] > 0
     assert len(logged(tmp_path, "rollout/score")) == 4 and logged(tmp_path, "kl/coef") == [0.1] * 4

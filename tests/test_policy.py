@@ -216,3 +216,32 @@ def test_gradient_checkpointing_on_an_unsupported_model_names_the_fix():
     lm.supports_gradient_checkpointing = False
     with pytest.raises(ValueError, match="gradient_checkpointing=False"):
         make_ppo(model=lm, gradient_checkpointing=True)
+
+
+def test_one_implementation_with_the_mask_optional_serves_both_policies():
+    from sb3_contrib import MaskablePPO
+
+    from agents import MaskableCausalLMPolicy
+
+    for name in ("forward", "evaluate_actions", "get_distribution", "_predict"):
+        assert getattr(CausalLMPolicy, name) is getattr(MaskableCausalLMPolicy, name), name
+    policy = make_ppo().policy
+    maskable = MaskablePPO(
+        MaskableCausalLMPolicy, gym.make("text_env/Vowels-v0"), policy_kwargs=dict(model=tiny_gpt2_config()),
+        n_steps=16, batch_size=16, seed=0,
+    ).policy  # fmt: skip
+    maskable.load_state_dict(policy.state_dict())
+    obs, actions = sample_obs(), torch.tensor([40, 41, 42])
+    everything = np.ones((3, policy.action_count), dtype=bool)
+    plain = policy.evaluate_actions(obs, actions)
+    for masks in (None, everything):  # no mask, or one that allows every token: the plain policy's numbers
+        for a, b in zip(maskable.evaluate_actions(obs, actions, action_masks=masks), plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    only = np.zeros_like(everything)
+    only[:, 41] = True
+    sampled, _, _ = maskable(obs, action_masks=only)
+    assert (sampled == 41).all()
+    with pytest.raises(TypeError, match="CausalLMPolicy takes no action masks: use MaskableCausalLMPolicy"):
+        policy.evaluate_actions(obs, actions, action_masks=everything)
+    with pytest.raises(TypeError, match="takes no action masks"):
+        policy(obs, action_masks=everything)

@@ -31,6 +31,8 @@ SMALL = {"num_prompts": 40, "num_eval_prompts": 10}
         ("1,024 apples", "1,024 apples", 1024),
         ("", None, None),
         ("no number here", "no number here", None),
+        ("totally 4", "totally 4", 4),  # a label is a whole word: "total" does not eat "totally"
+        ("Counting: 2", "Counting: 2", 2),
     ],
 )
 def test_answer_extraction(completion, answer, integer):
@@ -69,7 +71,8 @@ def test_pass_at_k_on_hand_made_numbers():
     assert pass_at_k(4, 1, 1) == 0.25
     assert pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)  # 1 - C(2,2)/C(4,2)
     metrics = success_metrics(["a", "a", "b", "b"], np.array([True, False, False, False]))
-    assert metrics == {"accuracy": 0.25, "pass@1": 0.25, "pass@2": 0.5}
+    half_width = 1.96 * np.std([0.5, 0.0], ddof=1) / np.sqrt(2)
+    assert metrics == pytest.approx({"accuracy": 0.25, "accuracy_ci95": half_width, "pass@1": 0.25, "pass@2": 0.5})
 
 
 @pytest.mark.parametrize("env_id", SUITE)

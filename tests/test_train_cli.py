@@ -178,9 +178,10 @@ def test_yaml_config_then_flags(tmp_path):
 def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     model_dir = tmp_path / "tiny"
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
-    argv = ["--algorithm", algorithm, "--group-size", "2", "--kl-estimator", "k3", "--kl-in", "loss",
-        "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--budget-minutes", "0.1", "--n-envs", "4",
-        "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4", "--eval-every", "2",
+    group = ["--group-size", "2", "--kl-estimator", "k3", "--kl-in", "loss"] if algorithm == "rloo" else []
+    argv = ["--algorithm", algorithm, *group, "--env-id", "text_env/Vowels-v0", "--model", str(model_dir),
+        "--budget-minutes", "0.1", "--n-envs", "4", "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4",
+        "--eval-every", "2",
         "--output-dir", str(tmp_path / "runs"), "--name", "t",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -264,9 +265,9 @@ def test_yaml_values_of_the_wrong_type_are_named(tmp_path, capsys, yaml_text, me
 def test_yaml_scientific_notation_and_null_are_typed(tmp_path):
     """PyYAML reads 5e-4 (no dot) as a string; the config still gets the float."""
     path = tmp_path / "c.yaml"
-    path.write_text("learning_rate: 5e-4\nkl_target: 2.5\nn_envs: '16'\nclip_range_high: 0.28\n")
+    path.write_text("learning_rate: 5e-4\nkl_target: 2.5\nn_envs: '16'\n")
     assert parse_config(["--config", str(path)]).kl_target == 2.5
-    path.write_text("learning_rate: 5e-4\nkl_target: null\nn_envs: '16'\nclip_range_high: 0.28\n")
+    path.write_text("algorithm: grpo\nlearning_rate: 5e-4\nkl_target: null\nn_envs: '16'\nclip_range_high: 0.28\n")
     config = parse_config(["--config", str(path), "--max-new-tokens", "none"])
     assert config.learning_rate == 5e-4 and isinstance(config.learning_rate, float)
     assert (config.kl_target, config.n_envs, config.clip_range_high, config.max_new_tokens) == (None, 16, 0.28, None)
@@ -394,3 +395,22 @@ def test_an_overwritten_run_drops_the_earlier_runs_checkpoints(tmp_path, flaky_r
         "checkpoint_16.zip",
         "checkpoint_32.zip",
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--algorithm", "grpo", "--kl-target", "6"], "--kl-target does not apply to grpo; it is used by ppo, a2c"),
+        (["--algorithm", "ppo", "--group-size", "8"], "--group-size does not apply to ppo; it is used by grpo"),
+        (["--algorithm", "a2c", "--batch-size", "64"], "--batch-size does not apply to a2c"),
+    ],
+)
+def test_an_option_the_algorithm_does_not_use_is_an_error(argv, words, capsys, no_model_loads):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(argv)
+    assert exit_info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_options_at_their_default_and_task_settings_are_not_errors(no_model_loads):
+    assert parse_config(["--algorithm", "grpo", "--kl-horizon", "10000"]).algorithm == "grpo"  # the default value
+    assert parse_config(["--env-id", "text_env/Arithmetic-v0", "--algorithm", "ppo"]).n_epochs == 1  # the task's

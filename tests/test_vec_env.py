@@ -81,3 +81,40 @@ def test_a_nan_score_in_a_batch_names_its_pair():
             assert "non-finite" in str(error) and "First bad pair: prompt='B'" in str(error)
             return
     pytest.fail("no batch held prompt B")
+
+
+class StartsWithReference(RewardModel):
+    """1.0 when the completion starts with its prompt's reference; success the same."""
+
+    uses_references = True
+
+    def score(self, prompts, completions, references=None):
+        return np.array([float(c.startswith(r)) for c, r in zip(completions, references, strict=True)])
+
+    def success(self, prompts, completions, references):
+        return self.score(prompts, completions, references) == 1.0
+
+
+@pytest.mark.parametrize("vec_env", ["dummy", "batched", "subproc"])
+def test_references_and_success_reach_the_reward_in_every_vector_env(vec_env):
+    """Each env's record goes with its episode: deferred batched scoring and subprocess envs pass references too."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    records = [{"prompt": "a?", "reference": "a"}, {"prompt": "b?", "reference": "b"}]
+    make = lambda: TextGenerationEnv(records, "char", StartsWithReference(), max_new_tokens=2)  # noqa: E731
+    kind = SubprocVecEnv if vec_env == "subproc" else DummyVecEnv
+    venv = make_vec_env(make, n_envs=4, seed=0, vec_env_cls=kind)
+    if vec_env == "batched":
+        venv = BatchedRewardVecEnv(venv)
+    venv.reset()
+    references = venv.env_method("get_wrapper_attr", "record")
+    tokenizer = venv.get_attr("tokenizer", indices=0)[0]
+    char = {c: tokenizer.convert_tokens_to_ids(c) for c in "ab"}
+    first = np.array([char[r.reference] for r in references])
+    second = np.array([char["a"]] * 4)
+    venv.step(first)
+    _, rewards, dones, infos = venv.step(second)
+    assert dones.all() and rewards.tolist() == [1.0] * 4
+    assert [info["reference"] for info in infos] == [r.reference for r in references]
+    assert all(info["success"] is True and info["is_success"] is True for info in infos)
+    venv.close()

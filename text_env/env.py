@@ -53,8 +53,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
     ``[reference]`` as third argument for a reward model with ``uses_references``) as a Python float. The
     completion is decoded with special tokens (EOS, end-of-turn) skipped: with a chat template it is the
     assistant's text only. A reward that needs references on a prompt without one is an error naming the prompt.
-    When the reward model knows success (verifiable tasks), the last step's ``info["success"]`` says whether the
-    completion solved its prompt.
+    When the reward model knows success (verifiable tasks), the last step's ``info["success"]`` (and SB3's
+    ``info["is_success"]``, logged as ``rollout/success_rate``) says whether the completion solved its prompt.
 
     ## Starting State
     A prompt record drawn uniformly with ``self.np_random``, or the one chosen by ``reset(options={"prompt_index":
@@ -341,7 +341,13 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         return self._observation(), self._record_info()
 
     def _record_info(self) -> dict[str, Any]:
-        return {"prompt": self._prompt, "reference": self._record.reference, "meta": dict(self._record.meta)}
+        # Copies: a caller may change its info, and Gymnasium's checker refuses infos that share objects.
+        record = self._record
+        return {
+            "prompt": self._prompt,
+            "reference": copy.deepcopy(record.reference),
+            "meta": copy.deepcopy(record.meta),
+        }
 
     @property
     def record(self) -> PromptRecord:
@@ -419,8 +425,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
             if terminated:
                 info["score"] = score
                 success = success_batch(self.reward_model, [self._prompt], [completion], [self._record.reference])
-                if success is not None:
-                    info["success"] = bool(success[0])
+                if success is not None:  # is_success: SB3 logs its mean as rollout/success_rate
+                    info["success"] = info["is_success"] = bool(success[0])
         if self.render_mode == "human":
             self.render()
         return self._observation(), reward, terminated, False, info

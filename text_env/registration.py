@@ -12,7 +12,21 @@ from text_env.tasks.base import Task
 from text_env.tasks.review import review_judge
 
 #: Settings of the verifiable suite's tasks for ``python -m agents.train`` (GRPO with groups of 4; sparse reward).
-SUITE_TRAINING = {"algorithm": "grpo", "kl_coef": 0.02, "learning_rate": 3e-4, "eval_samples": 4, "eval_prompts": 64}
+SUITE_TRAINING = {
+    "algorithm": "grpo",
+    "kl_coef": 0.02,
+    "learning_rate": 3e-4,
+    "n_epochs": 1,
+    "eval_samples": 4,
+    "eval_prompts": 64,
+    "eval_every": 10,
+}
+
+
+def _suite_training(max_new_tokens: int) -> dict[str, object]:
+    """Two rounds of completions per rollout, minibatches of 16 completions (both in token slots)."""
+    return {**SUITE_TRAINING, "n_steps": 2 * max_new_tokens, "batch_size": 16 * max_new_tokens}
+
 
 #: Every registered task, by id.
 TASKS: dict[str, Task] = {
@@ -42,28 +56,58 @@ TASKS: dict[str, Task] = {
             "text_env/Reverse-v0",
             "text_env.tasks.suite:make_reverse_env",
             "spell a word backwards; edit-similarity credit, exact-match success",
-            training={**SUITE_TRAINING, "n_steps": 32, "batch_size": 128},
+            training=_suite_training(10),
             verifiable=True,
         ),
         Task(
             "text_env/LetterCount-v0",
             "text_env.tasks.suite:make_letter_count_env",
             "count a letter in a word; exact count succeeds, close counts earn a little",
-            training={**SUITE_TRAINING, "n_steps": 24, "batch_size": 96},
+            training=_suite_training(10),
             verifiable=True,
         ),
         Task(
             "text_env/Arithmetic-v0",
             "text_env.tasks.suite:make_arithmetic_env",
             "sums and differences of small integers; exact value succeeds",
-            training={**SUITE_TRAINING, "n_steps": 24, "batch_size": 96},
+            training=_suite_training(12),
             verifiable=True,
         ),
         Task(
             "text_env/Keywords-v0",
             "text_env.tasks.suite:make_keywords_env",
             "one sentence using every given word (CommonGen-style); share of words used x length window",
-            training={**SUITE_TRAINING, "n_steps": 24, "batch_size": 96},
+            training=_suite_training(24),
+            verifiable=True,
+        ),
+        # The reasoning-gym bridge (the 'reasoning' extra): any dataset, and three whose smallest instances a 135M
+        # chat model answers sometimes. n_steps and batch_size are multiples of max_new_tokens (32; 8).
+        Task(
+            "text_env/ReasoningGym-v0",
+            "text_env.tasks.reasoning_gym:make_reasoning_gym_env",
+            "any reasoning-gym dataset (dataset=NAME, **config; the 'reasoning' extra); its own score_answer",
+            training=_suite_training(32),
+            verifiable=True,
+        ),
+        Task(
+            "text_env/ReasoningGym-BasicArithmetic-v0",
+            "text_env.tasks.reasoning_gym:make_basic_arithmetic_env",
+            "reasoning-gym basic_arithmetic: a sum or difference of two numbers from 0 to 10",
+            training=_suite_training(8),
+            verifiable=True,
+        ),
+        Task(
+            "text_env/ReasoningGym-LetterCounting-v0",
+            "text_env.tasks.reasoning_gym:make_letter_counting_env",
+            "reasoning-gym letter_counting: how many times a letter occurs in one word",
+            training=_suite_training(8),
+            verifiable=True,
+        ),
+        Task(
+            "text_env/ReasoningGym-SpellBackward-v0",
+            "text_env.tasks.reasoning_gym:make_spell_backward_env",
+            "reasoning-gym spell_backward: a three-letter word backwards; credit per letter in place",
+            training=_suite_training(8),
             verifiable=True,
         ),
     )

@@ -88,7 +88,7 @@ def run_task(config: TrainConfig, eval_every_tokens: int) -> dict[str, Any]:
         "wall_clock_seconds": time.monotonic() - started,  # the whole process: set-up, training, evaluations
         "peak_rss_mib": peak_rss_mib(),
         "history": evaluation.history,  # held-out evaluations: timesteps, score, kl, distinct_2, repetition, ...
-        "rollouts": run.history.rows,  # per rollout: timesteps, score, kl_per_episode (sampled), kl_coef
+        "rollouts": run.history.rows,  # per rollout: timesteps, rollout/score, kl/k1_per_episode, kl/coef, ...
         "config": dataclasses.asdict(config) | {"gae_lambda": config.resolved_gae_lambda()},  # as trained
     }
     (config.run_dir / "comparison_run.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

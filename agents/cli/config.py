@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.common.policy import COMPUTE_DTYPES
-from agents.grpo.objective import KL_ESTIMATORS
+from agents.grpo.objective import KL_ESTIMATORS, group_size_problems
 from agents.registry import ALGORITHMS
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -185,11 +185,7 @@ class TrainConfig:
         if not 0 < self.gamma <= 1 or (self.gae_lambda is not None and not 0 <= self.gae_lambda <= 1):
             problems.append("gamma must be in (0, 1] and gae_lambda in [0, 1]")
         if self.algorithm in ALGORITHMS and not ALGORITHMS[self.algorithm].critic:
-            if self.group_size < 2 or self.n_envs % self.group_size:
-                problems.append(
-                    f"{self.algorithm} needs group_size >= 2 dividing n_envs, got group_size={self.group_size} and "
-                    f"n_envs={self.n_envs}"
-                )
+            problems.extend(group_size_problems(self.group_size, self.n_envs, name=self.algorithm))
         if self.compute_dtype not in (*COMPUTE_DTYPES, "auto"):
             problems.append(
                 f"compute_dtype must be one of {[*sorted(COMPUTE_DTYPES), 'auto']}, got {self.compute_dtype!r}"
@@ -218,11 +214,7 @@ class TrainConfig:
                     f"{name}={getattr(self, name)} is a total over {world} ranks: use a multiple of {world}"
                 )
         if self.algorithm in ALGORITHMS and not ALGORITHMS[self.algorithm].critic and self.group_size >= 2:
-            if (self.n_envs // world) % self.group_size:
-                problems.append(
-                    f"n_envs={self.n_envs} gives each of the {world} ranks {self.n_envs // world} envs, not whole "
-                    f"groups of group_size={self.group_size}: use a multiple of {world * self.group_size}"
-                )
+            problems.extend(group_size_problems(self.group_size, self.n_envs, world_size=world))
         if self.algorithm == "trpo":
             problems.append("trpo does not train data-parallel (its step is a line search outside the optimizer)")
         return problems
@@ -458,24 +450,70 @@ def validated_config(values: dict[str, Any], source: str = "options") -> TrainCo
         raise ValueError(f"{source}: " + "; ".join(problems)) from None
 
 
+#: Options that only some algorithms take: the constructor settings, and the adaptive KL controller of the critic
+#: algorithms (:class:`~agents.KLPenaltyCallback`; the group algorithms hold a fixed ``kl_coef``).
+ALGORITHM_OPTIONS = (
+    "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range", "clip_range_high", "ent_coef",
+    "vf_coef", "max_grad_norm", "group_size", "kl_estimator", "kl_in", "kl_target", "kl_horizon",
+)  # fmt: skip
+
+
+def algorithms_taking(option: str) -> list[str]:
+    """The registered algorithms that use ``option`` of :data:`ALGORITHM_OPTIONS`."""
+    if option in ("kl_target", "kl_horizon"):
+        return [name for name, spec in ALGORITHMS.items() if spec.critic]
+    return [name for name, spec in ALGORITHMS.items() if option in spec.hyperparameters()]
+
+
+def unused_options(config: TrainConfig, given: set[str]) -> list[str]:
+    """Options given (in YAML or as flags) with a value other than the default that ``config.algorithm`` does not
+    use, each named with the algorithms that do: ``--algorithm grpo --kl-target 6`` would otherwise train without
+    the target. (A task's own recommended settings are not checked: they apply where they can.)"""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    problems = []
+    for option in ALGORITHM_OPTIONS:
+        if option in given and getattr(config, option) != defaults[option]:
+            takers = algorithms_taking(option)
+            if config.algorithm not in takers:
+                flag = "--" + option.replace("_", "-")
+                problems.append(f"{flag} does not apply to {config.algorithm}; it is used by {', '.join(takers)}")
+    return problems
+
+
+#: The parts of the configuration, by the first option of each (fields are declared part by part).
+OPTION_GROUPS = {
+    "name": "run",
+    "env_id": "task (a registered task brings its own recommended settings: text_env.Task.training)",
+    "prompts": "task from flags (each overrides the registered env's own)",
+    "model": "model",
+    "kl_coef": "KL to the reference (critic algorithms: a reward penalty, adaptive with --kl-target)",
+    "algorithm": "algorithm (an option the chosen algorithm does not use is an error)",
+    "group_size": "group algorithms (grpo, dr_grpo, rloo)",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per :class:`TrainConfig` field, read as text and typed by :func:`validated_config`."""
     parser = argparse.ArgumentParser(
         prog="python -m agents.train",
         description="Fine-tune a causal LM with RL on a text_env task (default: PPO + KL penalty, SmolLM2, "
-        "PositiveReview-v0). Options come from the defaults, then --config YAML, then flags.",
+        "PositiveReview-v0). Options come from the defaults, then the task's own settings (--env-id), then --config "
+        "YAML, then flags.",
     )
     parser.add_argument("--config", type=Path, help="YAML file of options (same names as the flags, with _)")
+    group = parser.add_argument_group("run")
     for f in dataclasses.fields(TrainConfig):
+        if f.name in OPTION_GROUPS:  # --help lists the options by part, in the order of the fields
+            group = parser.add_argument_group(OPTION_GROUPS[f.name])
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata['help']} (default: {f.default})"
         if f.name == "overwrite":
-            parser.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
         elif str(f.type).startswith("bool"):  # --dense-reward / --no-dense-reward
             action = argparse.BooleanOptionalAction
-            parser.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=help_text)
+            group.add_argument(flag, dest=f.name, action=action, default=argparse.SUPPRESS, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=_metavar(f), help=help_text)
+            group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=_metavar(f), help=help_text)
     return parser
 
 
@@ -508,11 +546,20 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     args = vars(parser.parse_args(argv))
     config_path = args.pop("config", None)
     try:
+        given = set(args)
         if args.get("resume") is not None:
             if config_path is not None:
                 raise ValueError("--resume reads the run's own config.yaml: drop --config.")
             config_path, args = resume_settings(args)
+            given = set()  # the run's own options were checked when it started
+        elif config_path is not None:
+            import yaml
+
+            given |= set(yaml.safe_load(Path(config_path).read_text(encoding="utf-8")) or {})
         config = TrainConfig.from_yaml(config_path, **args) if config_path else validated_config(args, "flags")
+        problems = unused_options(config, given)
+        if problems:
+            raise ValueError("Invalid training configuration:\n  - " + "\n  - ".join(problems))
         config.check_environment()
     except (ValueError, OSError) as error:
         parser.error(str(error))

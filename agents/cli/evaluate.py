@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         "smollm2-135m-instruct if the vocabulary matches, else none (default: auto)",
     )
     parser.add_argument("--eval-prompts", type=int, default=64, help="held-out prompts (0: all)")
-    parser.add_argument("--samples", type=int, default=2, help="completions per prompt")
+    parser.add_argument("--samples", type=int, default=2, help="completions per prompt (pass@k: k = this)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -85,7 +85,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     reference = None if reference_spec is None else ReferenceModel(policy, model=reference_spec)
     result = generate_completions(policy, env, prompts * args.samples, reference=reference, batch_size=args.batch_size)
-    metrics = summarize(result)
+    metrics = summarize(result, text_env.task_for(config.env_id))  # the task's own metrics too (accuracy, pass@k)
     report = {
         "model": args.model,
         "env_id": args.env_id,

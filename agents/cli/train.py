@@ -112,13 +112,15 @@ def plot_training(path: Any, kl_history: list[dict[str, float]], eval_history: l
     import matplotlib.pyplot as plt
 
     fig, (score_ax, kl_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    rows = [r for r in kl_history if "score" in r]
-    score_ax.plot([r["timesteps"] for r in rows], [r["score"] for r in rows], label="training rollouts", alpha=0.7)
+    rows = [r for r in kl_history if "rollout/score" in r]
+    score_ax.plot(
+        [r["timesteps"] for r in rows], [r["rollout/score"] for r in rows], label="training rollouts", alpha=0.7
+    )
     score_ax.plot([r["timesteps"] for r in eval_history], [r["score"] for r in eval_history], "o-", label="held-out")
     score_ax.set(xlabel="environment steps (tokens)", ylabel="mean reward-model score", title="Reward")
     score_ax.legend()
-    rows = [r for r in kl_history if "kl_per_episode" in r]
-    kl_ax.plot([r["timesteps"] for r in rows], [r["kl_per_episode"] for r in rows], label="training (sampled)")
+    rows = [r for r in kl_history if "kl/k1_per_episode" in r]
+    kl_ax.plot([r["timesteps"] for r in rows], [r["kl/k1_per_episode"] for r in rows], label="training (sampled)")
     evals = [r for r in eval_history if "kl" in r]
     kl_ax.plot([r["timesteps"] for r in evals], [r["kl"] for r in evals], "o-", label="held-out (exact)")
     kl_ax.set(xlabel="environment steps (tokens)", ylabel="KL(pi || pi_ref) per episode", title="KL to reference")
@@ -391,7 +393,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "samples_per_prompt": config.eval_samples,
         "before": evaluation.history[0],
         "after": evaluation.history[-1],
-        "final_kl_coef": run.history.rows[-1].get("kl_coef") if run.history.rows else None,
+        "final_kl_coef": run.history.rows[-1].get("kl/coef") if run.history.rows else None,
         "samples": [
             {"prompt": p.prompt, "before": b, "after": a}
             for p, b, a in zip(

@@ -29,10 +29,14 @@ class KLPenaltyCallback(BaseCallback):
     masks apply to the reference too). The coefficient comes from a :class:`~agents.common.kl.KLController`: fixed,
     or adaptive with ``kl_target``.
 
-    Logged each rollout: ``kl/per_token`` (mean sampled KL per token), ``kl/per_episode``, ``kl/coef``, and
+    Logged each rollout, under the KL names the group algorithms use too: ``kl/k1`` (mean sampled KL per token,
+    the ``k1`` estimate), ``kl/k1_per_episode`` (summed over each episode that ended), ``kl/coef``, and
     ``rollout/score``, the mean unshaped reward-model score of the episodes that ended. Data parallel (a
     ``torch.distributed`` process group), these are means over all ranks, and the adaptive controller steps on the
     global mean KL and episode count, identically on every rank.
+
+    An algorithm whose KL term is its own declares ``owns_kl_penalty = True`` (:class:`~agents.GRPO` does): the
+    callback refuses it.
 
     :param kl_coef: initial coefficient (beta). TRL's default is 0.2 (adaptive); Ziegler et al. start at 0.1-0.15.
     :param kl_target: target KL per episode for the adaptive controller (TRL: 6); ``None`` keeps ``kl_coef`` fixed.
@@ -55,7 +59,7 @@ class KLPenaltyCallback(BaseCallback):
         self.controller = KLController(kl_coef, kl_target, horizon)
         self.reference: ReferenceModel | None = reference if isinstance(reference, ReferenceModel) else None
         self.reference_spec = None if isinstance(reference, ReferenceModel) else reference
-        #: One row per rollout: timesteps, kl_per_token, kl_per_episode, score, kl_coef.
+        #: One row per rollout, of what is logged: timesteps, kl/k1, kl/k1_per_episode, rollout/score, kl/coef.
         self.history: list[dict[str, float]] = []
         self._running_kl: np.ndarray | None = None  # (n_envs,) KL so far of each env's current episode
         self._dones: list[np.ndarray] = []
@@ -71,12 +75,11 @@ class KLPenaltyCallback(BaseCallback):
         return self.controller.target
 
     def _init_callback(self) -> None:
-        from agents.grpo import GRPO
-
-        if isinstance(self.model, GRPO):
+        if getattr(self.model, "owns_kl_penalty", False):
+            name = type(self.model).__name__
             raise TypeError(
-                "KLPenaltyCallback shapes the rewards of the critic-based algorithms; GRPO has its own kl_coef: "
-                "GRPO(..., kl_coef=beta, kl_in='reward', kl_estimator='k1') applies the same per-token penalty."
+                f"KLPenaltyCallback shapes the rewards of the critic-based algorithms; {name} has its own kl_coef: "
+                f"{name}(..., kl_coef=beta, kl_in='reward', kl_estimator='k1') applies the same per-token penalty."
             )
         policy = self.model.policy
         if not isinstance(policy, CausalLMPolicyBase):
@@ -130,31 +133,28 @@ class KLPenaltyCallback(BaseCallback):
             self._running_kl += step_kl
             finished.extend(self._running_kl[dones].tolist())
             self._running_kl[dones] = 0.0
-        row = {"timesteps": float(self.num_timesteps), "kl_coef": self.kl_coef, "kl_per_token": float(kl.mean())}
+        row = {"kl/k1": float(kl.mean())}
         n_finished, n_scores = len(finished), len(self._scores)
         if is_distributed():  # global means over the ranks: every rank's controller takes the same step
             sums = [kl.sum(), kl.size, np.sum(finished), n_finished, np.sum(self._scores), n_scores]
             kl_sum, kl_count, finished_sum, n_finished_f, score_sum, n_scores_f = all_reduce_sums(sums, "the KL means")
             n_finished, n_scores = round(n_finished_f), round(n_scores_f)
-            row["kl_per_token"] = kl_sum / kl_count
+            row["kl/k1"] = kl_sum / kl_count
             if n_finished:
-                row["kl_per_episode"] = finished_sum / n_finished
+                row["kl/k1_per_episode"] = finished_sum / n_finished
             if n_scores:
-                row["score"] = score_sum / n_scores
+                row["rollout/score"] = score_sum / n_scores
         else:
             if finished:
-                row["kl_per_episode"] = float(np.mean(finished))
+                row["kl/k1_per_episode"] = float(np.mean(finished))
             if self._scores:
-                row["score"] = float(np.mean(self._scores))
-        self.logger.record("kl/per_token", row["kl_per_token"])
-        if "kl_per_episode" in row:
-            self.logger.record("kl/per_episode", row["kl_per_episode"])
-        if "score" in row:
-            self.logger.record("rollout/score", row["score"])
-        self.logger.record("kl/coef", self.kl_coef)
-        self.history.append(row)
+                row["rollout/score"] = float(np.mean(self._scores))
+        row["kl/coef"] = self.kl_coef
+        for key, value in row.items():
+            self.logger.record(key, value)
+        self.history.append({"timesteps": float(self.num_timesteps), **row})
         if n_finished:
-            self.controller.update(row["kl_per_episode"], n_finished)
+            self.controller.update(row["kl/k1_per_episode"], n_finished)
 
     # ------------------------------------------------------------------ state, for exact resume
     def state_dict(self) -> dict[str, Any]:
@@ -181,20 +181,16 @@ class KLPenaltyCallback(BaseCallback):
 
 
 class RolloutHistoryCallback(BaseCallback):
-    """One row per rollout of what the algorithm and the KL callback logged, under one set of names, for plots.
+    """One row per rollout of what the algorithm and the KL callback logged, for plots.
 
     Reads SB3's logger at the end of each rollout (after the algorithm and any earlier callback recorded their
-    values, before the logger is dumped): ``score`` (mean reward-model score), ``kl_per_episode`` (summed sampled KL
-    per completion: ``kl/per_episode`` of :class:`KLPenaltyCallback`, ``kl/k1_per_completion`` of the group
-    algorithms) and ``kl_coef``. Place it after :class:`KLPenaltyCallback` in a ``CallbackList``.
+    values, before the logger is dumped) and keeps every value under ``rollout/`` and ``kl/`` by its logged name,
+    the same for every algorithm: ``rollout/score`` (mean reward-model score), ``kl/k1_per_episode`` (summed sampled
+    KL per episode), ``kl/coef``, ... Place it after :class:`KLPenaltyCallback` in a ``CallbackList``.
     """
 
-    #: Row field -> logger keys, first found wins.
-    SOURCES: dict[str, tuple[str, ...]] = {
-        "score": ("rollout/score",),
-        "kl_per_episode": ("kl/per_episode", "kl/k1_per_completion"),
-        "kl_coef": ("kl/coef",),
-    }
+    #: The logger sections a row keeps.
+    SECTIONS = ("rollout/", "kl/")
 
     def __init__(self, verbose: int = 0) -> None:
         super().__init__(verbose)
@@ -203,11 +199,7 @@ class RolloutHistoryCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         logged = self.logger.name_to_value
         row = {"timesteps": float(self.num_timesteps)}
-        for field, keys in self.SOURCES.items():
-            for key in keys:
-                if key in logged:
-                    row[field] = float(logged[key])
-                    break
+        row.update({key: float(value) for key, value in logged.items() if key.startswith(self.SECTIONS)})
         self.rows.append(row)
 
     def _on_step(self) -> bool:

@@ -16,6 +16,10 @@ are the same on every rank, but each rank has its own envs and random streams (:
 saved with. A resume with the same world size (and envs per rank) restores every rank exactly; with another world
 size (or number of envs) the training state is restored and the envs start fresh episodes, seeded from
 ``(seed, rank, num_timesteps)`` (:func:`load_checkpoint_state` warns).
+
+An algorithm with per-rank state of its own (e.g. :class:`~agents.GRPO`'s pass over the prompts) declares it through
+:class:`RankStateHook`: the checkpoint stores what ``get_rank_state()`` returns and gives it back to
+``set_rank_state``, or ``None`` when the episodes start afresh.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import random
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -37,12 +41,24 @@ from agents.common.distributed import all_gather_objects, get_rank, get_world_si
 from agents.common.policy import CausalLMPolicyBase
 from text_env.atomic import atomic_file
 
-#: Model attributes that differ between the ranks of a data-parallel run (each rank's own envs and draws): SB3's
+#: SB3's model attributes that differ between the ranks of a data-parallel run (each rank's own envs and draws):
 #: ``model.save`` holds the saving rank's only, :func:`rank_state` every rank's (``agents/common/sb3_contract.py``,
-#: item 9). The last two are :class:`~agents.GRPO`'s pass over the prompts.
-RANK_ATTRIBUTES = (
-    "_last_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer", "_prompt_order", "_prompt_cursor",
-)  # fmt: skip
+#: item 9). An algorithm's own per-rank state goes through :class:`RankStateHook`.
+RANK_ATTRIBUTES = ("_last_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer")
+
+
+@runtime_checkable
+class RankStateHook(Protocol):
+    """What an algorithm with per-rank state of its own defines for exact resume (:class:`~agents.GRPO` does)."""
+
+    def get_rank_state(self) -> dict[str, Any]:
+        """This process's own state, picklable: stored per rank in the checkpoint."""
+        ...
+
+    def set_rank_state(self, state: dict[str, Any] | None) -> None:
+        """Continue from :meth:`get_rank_state`'s ``state`` saved by this rank; ``None``: the episodes start afresh
+        (another world size or number of envs), after the generators were seeded for this rank."""
+        ...
 
 
 def _rng_state() -> dict[str, Any]:
@@ -62,12 +78,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def rank_state(model: BaseAlgorithm, kl_callback: KLPenaltyCallback | None = None) -> dict[str, Any]:
     """What is this process's own in a data-parallel run: the random generators, each env's episode, the model's
-    :data:`RANK_ATTRIBUTES` (last observation, episode starts, ...) and the KL callback's running KL per env."""
+    :data:`RANK_ATTRIBUTES` (last observation, episode starts, ...), the algorithm's own (:class:`RankStateHook`)
+    and the KL callback's running KL per env."""
     env = model.get_env()
     state: dict[str, Any] = {
         "rng": _rng_state(),
         "attributes": {name: getattr(model, name) for name in RANK_ATTRIBUTES if hasattr(model, name)},
     }
+    if isinstance(model, RankStateHook):
+        state["algorithm"] = model.get_rank_state()
     if env is not None:
         state["env_states"] = env.env_method("get_state")
     if kl_callback is not None:
@@ -161,6 +180,8 @@ def load_checkpoint_state(
     if own is not None:
         for name, value in own["attributes"].items():
             setattr(model, name, value)
+        if isinstance(model, RankStateHook) and "algorithm" in own:
+            model.set_rank_state(own["algorithm"])
         _set_rng_state(own["rng"])
     else:
         seed = _start_fresh_episodes(model, rank)
@@ -189,9 +210,8 @@ def _start_fresh_episodes(model: BaseAlgorithm, rank: int) -> int:
     if venv is not None:
         model._last_obs = venv.reset()  # type: ignore[assignment]
         model._last_episode_starts = np.ones((venv.num_envs,), dtype=bool)
-    if hasattr(model, "_prompt_order"):  # GRPO: a new pass over the prompts, drawn from the generator just seeded
-        model._prompt_order = np.zeros(0, dtype=np.int64)  # type: ignore[attr-defined]
-        model._prompt_cursor = 0  # type: ignore[attr-defined]
+    if isinstance(model, RankStateHook):  # e.g. GRPO: a new pass over the prompts, drawn from the generator just seeded
+        model.set_rank_state(None)
     return seed
 
 

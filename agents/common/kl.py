@@ -51,8 +51,7 @@ class KLController:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> KLController:
-        target = state["kl_target"] if "kl_target" in state else state.get("target_kl")  # older checkpoints
-        return cls(state["kl_coef"], target, state["horizon"])
+        return cls(state["kl_coef"], state["kl_target"], state["horizon"])
 
 
 def shape_rewards(

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
-from sb3_contrib.common.maskable.distributions import MaskableDistribution
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -423,6 +422,50 @@ class CausalLMPolicyBase:
             hidden = last_token_hidden(trunks, ids, mask, actions, share_prefixes=self.share_prefixes)
         return self._head_outputs(hidden[0], hidden[-1])
 
+    # ------------------------------------------------------------------ SB3's policy methods
+    # One implementation for both policies, with ``action_masks`` (``(B, V)``, truthy = allowed; sb3-contrib's
+    # MaskablePPO passes them) optional: taken by MaskableCausalLMPolicy, refused by CausalLMPolicy.
+    def _masks(self, action_masks: Any) -> Any:
+        if action_masks is not None and not isinstance(self, MaskableActorCriticPolicy):
+            raise TypeError(f"{type(self).__name__} takes no action masks: use MaskableCausalLMPolicy (MaskablePPO).")
+        return action_masks
+
+    def _distribution(self, logits: torch.Tensor, action_masks: Any = None) -> Any:
+        """SB3's distribution over the next token: a ``CategoricalDistribution``, or sb3-contrib's
+        ``MaskableCategoricalDistribution`` restricted to the allowed tokens."""
+        distribution = self.action_dist.proba_distribution(action_logits=logits)
+        if self._masks(action_masks) is not None:
+            distribution.apply_masking(action_masks)
+        return distribution
+
+    def forward(
+        self, obs: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, values = self.cached_outputs(obs, self.rollout_caches)
+        distribution = self._distribution(logits, action_masks)
+        actions = _actions(distribution, deterministic)  # (B,)
+        return actions, values, distribution.log_prob(actions)
+
+    def evaluate_actions(
+        self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        ids, mask = self.obs_tokens(obs)
+        actions = actions.long().flatten()
+        logits, values = self._sequence_outputs(ids, mask, actions)
+        log_prob, entropy = log_prob_and_entropy(mask_logits(logits, self._masks(action_masks), MASKED_LOGIT), actions)
+        return values, log_prob, entropy
+
+    def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> Any:
+        ids, mask = self.obs_tokens(obs)
+        with double_backward_attention():  # no checkpointing: its recomputation would run outside this setting
+            return self._distribution(self._sequence_outputs(ids, mask, checkpoint=False)[0], action_masks)
+
+    def _predict(
+        self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
+    ) -> torch.Tensor:
+        logits, _ = self.cached_outputs(observation, self.prediction_caches)
+        return _actions(self._distribution(logits, action_masks), deterministic)
+
     def next_token_logits(self, obs: PyTorchObs, action_masks: Any = None) -> torch.Tensor:
         """Temperature-scaled next-token logits ``(B, V)`` (masked tokens at -inf), through the prediction cache:
         call it once per token in generation loops. No gradients."""
@@ -438,73 +481,12 @@ class CausalLMPolicy(CausalLMPolicyBase, ActorCriticPolicy):
     and ``optimizer_kwargs`` are honoured. ``net_arch``, ``ortho_init`` and features extractors do not apply.
     """
 
-    def _distribution(self, logits: torch.Tensor) -> Distribution:
-        return self.action_dist.proba_distribution(action_logits=logits)
-
-    def forward(self, obs: PyTorchObs, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, values = self.cached_outputs(obs, self.rollout_caches)
-        distribution = self._distribution(logits)
-        actions = _actions(distribution, deterministic)  # (B,)
-        return actions, values, distribution.log_prob(actions)
-
-    def evaluate_actions(
-        self, obs: PyTorchObs, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        ids, mask = self.obs_tokens(obs)
-        actions = actions.long().flatten()
-        logits, values = self._sequence_outputs(ids, mask, actions)
-        log_prob, entropy = log_prob_and_entropy(logits, actions)
-        return values, log_prob, entropy
-
-    def get_distribution(self, obs: PyTorchObs) -> Distribution:
-        ids, mask = self.obs_tokens(obs)
-        with double_backward_attention():  # no checkpointing: its recomputation would run outside this setting
-            return self._distribution(self._sequence_outputs(ids, mask, checkpoint=False)[0])
-
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> torch.Tensor:
-        logits, _ = self.cached_outputs(observation, self.prediction_caches)
-        return _actions(self._distribution(logits), deterministic)
-
 
 class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
     """:class:`CausalLMPolicy` for sb3-contrib's ``MaskablePPO``: the env's ``action_masks()`` restrict the tokens.
 
     Pair it with :class:`~agents.common.buffers.MaskableEpisodeRolloutBuffer` to store masks as one byte per token.
     """
-
-    def _distribution(self, logits: torch.Tensor, action_masks: Any = None) -> MaskableDistribution:
-        distribution = self.action_dist.proba_distribution(action_logits=logits)
-        if action_masks is not None:
-            distribution.apply_masking(action_masks)
-        return distribution
-
-    def forward(
-        self, obs: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, values = self.cached_outputs(obs, self.rollout_caches)
-        distribution = self._distribution(logits, action_masks)
-        actions = _actions(distribution, deterministic)
-        return actions, values, distribution.log_prob(actions)
-
-    def evaluate_actions(
-        self, obs: PyTorchObs, actions: torch.Tensor, action_masks: Any = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        ids, mask = self.obs_tokens(obs)
-        actions = actions.long().flatten()
-        logits, values = self._sequence_outputs(ids, mask, actions)
-        log_prob, entropy = log_prob_and_entropy(mask_logits(logits, action_masks, MASKED_LOGIT), actions)
-        return values, log_prob, entropy
-
-    def get_distribution(self, obs: PyTorchObs, action_masks: Any = None) -> MaskableDistribution:
-        ids, mask = self.obs_tokens(obs)
-        with double_backward_attention():  # no checkpointing: its recomputation would run outside this setting
-            return self._distribution(self._sequence_outputs(ids, mask, checkpoint=False)[0], action_masks)
-
-    def _predict(  # type: ignore[override]
-        self, observation: PyTorchObs, deterministic: bool = False, action_masks: np.ndarray | None = None
-    ) -> torch.Tensor:
-        logits, _ = self.cached_outputs(observation, self.prediction_caches)
-        return _actions(self._distribution(logits, action_masks), deterministic)
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

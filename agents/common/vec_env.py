@@ -82,7 +82,7 @@ class BatchedRewardVecEnv(VecEnvWrapper):
             successes = success_batch(self.reward_model, prompts, completions, references)
             for n, (i, score) in enumerate(zip(pending, scores, strict=True)):
                 if successes is not None:
-                    infos[i]["success"] = bool(successes[n])
+                    infos[i]["success"] = infos[i]["is_success"] = bool(successes[n])
                 rewards[i] += np.float32(score)
                 infos[i]["score"] = float(score)
                 if "episode" in infos[i]:  # SB3's Monitor summed the episode without its score

@@ -2,6 +2,14 @@
 
 from agents.grpo.buffers import GroupRolloutBuffer, GroupSamples
 from agents.grpo.grpo import GRPO
-from agents.grpo.objective import aggregate_loss, group_advantages, kl_estimate
+from agents.grpo.objective import aggregate_loss, group_advantages, group_size_problems, kl_estimate
 
-__all__ = ["GRPO", "GroupRolloutBuffer", "GroupSamples", "aggregate_loss", "group_advantages", "kl_estimate"]
+__all__ = [
+    "GRPO",
+    "GroupRolloutBuffer",
+    "GroupSamples",
+    "aggregate_loss",
+    "group_advantages",
+    "group_size_problems",
+    "kl_estimate",
+]

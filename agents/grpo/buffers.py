@@ -21,7 +21,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 
-from agents.grpo.objective import group_advantages, kl_estimate
+from agents.grpo.objective import group_advantages, group_size_problems, kl_estimate
 
 
 class GroupSamples(NamedTuple):
@@ -72,8 +72,9 @@ class GroupRolloutBuffer(BaseBuffer):
                 f"The buffer holds rounds of {completion_length}-token completions: buffer_size={buffer_size} must be "
                 "a positive multiple of it."
             )
-        if group_size < 2 or n_envs % group_size:
-            raise ValueError(f"group_size={group_size} must be >= 2 and divide n_envs={n_envs}.")
+        problems = group_size_problems(group_size, n_envs)
+        if problems:
+            raise ValueError(problems[0] + ".")
         self.group_size = group_size
         self.completion_length = completion_length
         self.rounds = buffer_size // completion_length
@@ -175,7 +176,7 @@ class GroupRolloutBuffer(BaseBuffer):
                 per_token = kl_estimate(log_ratio, name).numpy().reshape(active.shape)  # (R, T, E)
                 per_completion = (per_token * active).sum(1)  # (R, E)
                 stats[f"kl_{name}"] = float(per_token[active].mean())
-                stats[f"kl_{name}_per_completion"] = float(per_completion.mean())
+                stats[f"kl_{name}_per_episode"] = float(per_completion.mean())  # a completion is an episode
                 if kl_in_reward and name == kl_estimator:
                     rewards = rewards - kl_coef * per_completion
         groups = self.group_view(rewards)  # (R, g, G)

@@ -36,6 +36,7 @@ from agents.grpo.objective import (
     KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
     aggregate_loss,
+    group_size_problems,
     kl_estimate,
 )
 
@@ -80,14 +81,20 @@ class GRPO(OnPolicyAlgorithm):
     Logged every rollout: ``rollout/score`` (mean reward-model score), ``rollout/group_reward_std`` (mean within-
     group standard deviation of the rewards the baseline uses), ``rollout/all_equal_groups`` (share of groups with
     no learning signal), ``rollout/completion_length``, and, with a reference, ``kl/k1``, ``kl/k2``, ``kl/k3`` (per
-    token; ``kl/k*_per_completion`` summed over each completion): all three whatever is optimised, so a negative
-    ``k1`` shows for what it is, a noisy estimate. Every update: ``train/loss``, ``train/policy_gradient_loss``,
-    ``train/kl_loss``, ``train/entropy``, ``train/clip_fraction``, ``train/approx_kl``,
-    ``train/first_ratio_deviation`` (max ``|ratio - 1|`` of the first minibatch, before any step: 0 up to float
-    rounding, since the same model samples and scores).
+    token; ``kl/k*_per_episode`` summed over each completion: all three whatever is optimised, so a negative ``k1``
+    shows for what it is, a noisy estimate) and ``kl/coef``, the names :class:`~agents.KLPenaltyCallback` logs too.
+    Every update: ``train/loss``, ``train/policy_gradient_loss``, ``train/kl_loss``, ``train/entropy``,
+    ``train/clip_fraction``, ``train/approx_kl``, ``train/first_ratio_deviation`` (max ``|ratio - 1|`` of the first
+    minibatch, before any step: 0 up to float rounding, since the same model samples and scores).
+
+    Per-rank state for checkpoints: :meth:`get_rank_state` / :meth:`set_rank_state` (the pass over the prompts),
+    the hook of :class:`~agents.common.checkpoint.RankStateHook`.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"CausalLMPolicy": CausalLMPolicy}
+    #: The KL to the reference is the algorithm's own (``kl_coef``, ``kl_estimator``, ``kl_in``):
+    #: :class:`~agents.KLPenaltyCallback`, which shapes the rewards of the critic-based algorithms, refuses it.
+    owns_kl_penalty: ClassVar[bool] = True
     policy: CausalLMPolicy
     rollout_buffer: GroupRolloutBuffer  # type: ignore[assignment]
 
@@ -128,8 +135,7 @@ class GRPO(OnPolicyAlgorithm):
             problems.append(f"kl_in must be 'loss' or 'reward', got {kl_in!r}")
         if loss_aggregation is not None and loss_aggregation not in LOSS_AGGREGATIONS:
             problems.append(f"loss_aggregation must be one of {LOSS_AGGREGATIONS} or None, got {loss_aggregation!r}")
-        if group_size < 2:
-            problems.append(f"group_size must be >= 2 (a baseline needs other completions), got {group_size}")
+        problems.extend(group_size_problems(group_size))
         if n_epochs < 1:
             problems.append(f"n_epochs must be >= 1, got {n_epochs}")
         if kl_coef < 0:
@@ -192,11 +198,9 @@ class GRPO(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         if self.env is not None:
             self._read_env(self.env)
-        if self.n_envs % self.group_size:
-            raise ValueError(
-                f"n_envs={self.n_envs} is not a multiple of group_size={self.group_size}: each group of "
-                f"{self.group_size} consecutive envs completes one prompt. Use n_envs = k * group_size."
-            )
+        problems = group_size_problems(self.group_size, self.n_envs, name=type(self).__name__)
+        if problems:
+            raise ValueError(problems[0] + ".")
         self.rollout_buffer_class = GroupRolloutBuffer  # type: ignore[assignment]
         self.rollout_buffer_kwargs = dict(group_size=self.group_size, completion_length=self.completion_length)
         super()._setup_model()
@@ -245,6 +249,19 @@ class GRPO(OnPolicyAlgorithm):
         if self.reference is not None and not self.reference.uses_disabled_adapters:
             state_dicts.append("reference.lm")  # a frozen copy of the initial weights: saved with the model
         return state_dicts, tensors
+
+    # ------------------------------------------------------------------ per-rank state (agents.common.checkpoint)
+    def get_rank_state(self) -> dict[str, Any]:
+        """This process's pass over the prompts (data parallel, each rank draws its own), for exact resume."""
+        return {"prompt_order": self._prompt_order, "prompt_cursor": self._prompt_cursor}
+
+    def set_rank_state(self, state: dict[str, Any] | None) -> None:
+        """Continue the pass of :meth:`get_rank_state`; ``None``: start a new pass at the next rollout, drawn from
+        numpy's global generator."""
+        if state is None:
+            self._prompt_order, self._prompt_cursor = np.zeros(0, dtype=np.int64), 0
+        else:
+            self._prompt_order, self._prompt_cursor = state["prompt_order"], state["prompt_cursor"]
 
     # ------------------------------------------------------------------ rollouts
     def _next_prompts(self, n_groups: int) -> np.ndarray:

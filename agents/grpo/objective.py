@@ -1,4 +1,5 @@
-"""The formulas of the group-relative algorithms, as pure functions: group baselines, KL estimators, loss aggregation.
+"""The formulas of the group-relative algorithms, as pure functions: group baselines, KL estimators, loss aggregation,
+and the rule on group sizes that every caller checks (:func:`group_size_problems`).
 
 Kept free of SB3 and of the buffer so that each can be checked against its definition on hand-made numbers
 (``tests/test_grpo.py``).
@@ -38,6 +39,31 @@ LOSS_AGGREGATIONS = ("sequence", "constant", "token")
 DEFAULT_AGGREGATION = {"grpo": "sequence", "dr_grpo": "constant", "rloo": "constant"}
 #: Added to the group standard deviation (TRL's ``GRPOTrainer``).
 STD_EPS = 1e-4
+
+
+def group_size_problems(
+    group_size: int, n_envs: int | None = None, world_size: int = 1, name: str = "GRPO"
+) -> list[str]:
+    """The one rule of the group algorithms' sizes: each group of ``group_size >= 2`` consecutive envs completes one
+    prompt (a baseline needs other completions), so it divides each process's envs: ``n_envs`` (``None``: not
+    known yet) split evenly over ``world_size`` data-parallel ranks. What breaks it, one line each (none: fine).
+
+    :param name: the algorithm, as the messages name it.
+    """
+    if group_size < 2:
+        return [f"group_size must be >= 2 (a baseline needs other completions), got {group_size}"]
+    per_rank = None if n_envs is None else n_envs // world_size
+    if per_rank is None or per_rank % group_size == 0:
+        return []
+    if world_size > 1:
+        return [
+            f"n_envs={n_envs} gives each of the {world_size} ranks {per_rank} envs, not whole groups of "
+            f"group_size={group_size}: use a multiple of {world_size * group_size}"
+        ]
+    return [
+        f"{name} needs group_size >= 2 dividing n_envs: n_envs={n_envs} is not a multiple of group_size={group_size}"
+        f" (each group of {group_size} consecutive envs completes one prompt): use n_envs = k * group_size"
+    ]
 
 
 def group_advantages(rewards: np.ndarray, kind: str = "grpo", eps: float = STD_EPS) -> np.ndarray:

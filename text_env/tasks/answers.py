@@ -20,7 +20,7 @@ import re
 
 _LABEL = re.compile(
     r"^(?:so,?\s+)?(?:the\s+)?(?:final\s+)?(?:answer|result|reversed word|reversed phrase|reversal|count|sum|"
-    r"total|output|solution)(?:\s+is)?\s*[:=]?\s*",
+    r"total|output|solution)\b(?:\s+is)?\s*[:=]?\s*",
     re.IGNORECASE,
 )
 _INTEGER = re.compile(r"(?<![\w.])[-+−]?\d+(?![\d.]*\d)")

@@ -77,12 +77,17 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def success_metrics(prompts: Sequence[str], successes: np.ndarray) -> dict[str, float]:
-    """``accuracy`` (mean success over completions) and ``pass@1`` / ``pass@n`` averaged over distinct prompts,
-    with ``n`` the smallest number of samples any prompt has (``prompts`` holds one entry per completion)."""
+    """``accuracy`` (mean success over completions), ``accuracy_ci95`` (half width of its normal 95% interval over
+    prompts), and ``pass@1`` / ``pass@n`` averaged over distinct prompts, with ``n`` the smallest number of samples
+    any prompt has (``prompts`` holds one entry per completion)."""
     per_prompt: dict[str, list[bool]] = {}
     for prompt, success in zip(prompts, np.asarray(successes, dtype=bool), strict=True):
         per_prompt.setdefault(prompt, []).append(bool(success))
     metrics = {"accuracy": float(np.mean(successes))}
+    # Half width of a normal 95% interval of the accuracy over prompts (prompts are the independent draws).
+    per_prompt_accuracy = np.array([np.mean(v) for v in per_prompt.values()])  # (P,)
+    spread = per_prompt_accuracy.std(ddof=1) if len(per_prompt_accuracy) > 1 else 0.0
+    metrics["accuracy_ci95"] = float(1.96 * spread / np.sqrt(len(per_prompt_accuracy)))
     n = min(len(v) for v in per_prompt.values())
     for k in sorted({1, n}):
         metrics[f"pass@{k}"] = float(np.mean([pass_at_k(len(v), sum(v), k) for v in per_prompt.values()]))
@@ -105,11 +110,14 @@ def generate_split(
     num_prompts: int,
     seed: int,
     max_draws_per_prompt: int = 200,
+    max_misses: int = 5000,
 ) -> list[PromptRecord]:
     """``num_prompts`` distinct instances of one split, drawn with ``np.random.default_rng(seed)``.
 
-    Instances are assigned to splits by :func:`split_of`, so ``"train"`` and ``"test"`` never share one; fewer than
-    ``num_prompts`` distinct instances (a small instance space) return what exists, and none is an error.
+    Instances are assigned to splits by :func:`split_of`, so ``"train"`` and ``"test"`` never share one. A small
+    instance space gives fewer than ``num_prompts``: drawing stops after ``max_misses`` draws in a row without a new
+    instance of the split (what exists, or nearly: Arithmetic-v0's 400 sums are all found well before). None is an
+    error.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
@@ -117,11 +125,17 @@ def generate_split(
         raise ValueError(f"num_prompts must be >= 1, got {num_prompts}.")
     rng = np.random.default_rng(seed)
     records: dict[str, PromptRecord] = {}
+    misses = 0  # draws in a row that found no new instance: a small instance space is exhausted
     for _ in range(num_prompts * max_draws_per_prompt):
         record = generate(rng)
-        if split_of(record.prompt) == split:
-            records.setdefault(record.prompt, record)
+        if split_of(record.prompt) == split and record.prompt not in records:
+            records[record.prompt] = record
+            misses = 0
             if len(records) == num_prompts:
+                break
+        else:
+            misses += 1
+            if misses >= max_misses:
                 break
     if not records:
         raise ValueError(f"The generator produced no {split!r} instance: raise its difficulty or check it.")

@@ -9,7 +9,8 @@ with the tokenizer's chat template (the end-of-turn token ends the episode).
 - ``text_env/Reverse-v0``: spell a word backwards (spelled out letter by letter at difficulties 1-2, a two-word
   phrase at 4); credit is the similarity of the answer to the reversed text (1 - normalised edit distance), success
   an exact match.
-- ``text_env/LetterCount-v0``: how many times a letter occurs in a word (in a phrase at difficulty 3).
+- ``text_env/LetterCount-v0``: how many times a letter occurs in a word (two or three words at difficulties 2-3);
+  the count is drawn uniformly among those the text allows, so no constant answer solves it.
 - ``text_env/Arithmetic-v0``: sums and differences of small integers (difficulty: number of terms and digits).
 - ``text_env/Keywords-v0``: one sentence using every given word (CommonGen-style); credit is the share of words
   used times a length window (a bare word list earns half), success all words in a sentence of fitting length.
@@ -84,21 +85,26 @@ def reverse_generator(difficulty: int = 1) -> Generator:
 
 
 def letter_count_generator(difficulty: int = 1) -> Generator:
-    """Instances of LetterCount-v0: ``reference`` is the count (an int). Four in five ask for a letter that occurs."""
+    """Instances of LetterCount-v0: ``reference`` is the count (an int). Difficulty: 1 one word, 2 two words, 3
+    three words.
+
+    The count is drawn first, uniformly among those the text allows (0 for a letter it lacks, 1, 2, ...), then a
+    letter with that count: most letters of a short word occur once, and a task whose answer is usually 1 is solved
+    by answering 1 (an earlier version's held-out split was 83% ones, and GRPO learned exactly that).
+    """
     difficulty = _check_difficulty(difficulty, 3)
-    words = _nouns(3, 5) if difficulty == 1 else _nouns(5, 99) if difficulty == 2 else _nouns()
+    words = _nouns()
 
     def generate(rng: np.random.Generator) -> PromptRecord:
-        count = 2 if difficulty == 3 else 1
-        text = " ".join(words[i] for i in rng.choice(len(words), size=count, replace=False))
-        letters = sorted(set(text.replace(" ", "")))
-        if rng.random() < 0.8:
-            letter = letters[int(rng.integers(len(letters)))]
-        else:
-            absent = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in letters]
-            letter = absent[int(rng.integers(len(absent)))]
+        text = " ".join(words[i] for i in rng.choice(len(words), size=difficulty, replace=False))
+        letters = text.replace(" ", "")
+        by_count: dict[int, list[str]] = {0: [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in letters]}
+        for letter in sorted(set(letters)):
+            by_count.setdefault(letters.count(letter), []).append(letter)
+        count = sorted(by_count)[int(rng.integers(len(by_count)))]
+        letter = by_count[count][int(rng.integers(len(by_count[count])))]
         prompt = f'How many times does the letter "{letter}" appear in "{text}"? Answer with a number only.'
-        return PromptRecord(prompt, text.count(letter), {"difficulty": difficulty, "text": text, "letter": letter})
+        return PromptRecord(prompt, count, {"difficulty": difficulty, "text": text, "letter": letter})
 
     return generate
 
@@ -228,10 +234,20 @@ class KeywordsReward(VerifiableReward):
 
 
 # ---------------------------------------------------------------------------------------------------- factories
+GENERATORS: dict[str, Callable[[int], Generator]] = {}  # filled below: task name -> generator factory
+
+
+@functools.lru_cache(maxsize=64)
+def split_records(kind: str, difficulty: int, split: str, num_prompts: int, seed: int) -> tuple[PromptRecord, ...]:
+    """The instances of one split, generated once per process (``make_vec_env`` builds the same task 32 times)."""
+    return tuple(generate_split(GENERATORS[kind](difficulty), split, num_prompts, seed))
+
+
 def make_suite_env(
-    generator: Generator,
+    kind: str,
     reward_model: RewardModel,
     *,
+    difficulty: int,
     split: str = "train",
     num_prompts: int = 2000,
     num_eval_prompts: int = 200,
@@ -242,11 +258,14 @@ def make_suite_env(
     max_new_tokens: int = 12,
     **kwargs: Any,
 ) -> TextGenerationEnv:
-    """A suite env: ``split`` ``"train"`` (whose held-out prompts are the ``"test"`` split's, ``env.eval_records``)
-    or ``"test"``. ``chat_template=None`` uses the chat template when the tokenizer has one."""
-    records = generate_split(generator, split, num_prompts if split == "train" else num_eval_prompts, seed)
+    """A suite env of task ``kind`` (a key of :data:`GENERATORS`): ``split`` ``"train"`` (whose held-out prompts are
+    the ``"test"`` split's, ``env.eval_records``, drawn with ``seed + 1``) or ``"test"``. ``chat_template=None``
+    uses the chat template when the tokenizer has one."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
+    records = split_records(kind, difficulty, split, num_prompts if split == "train" else num_eval_prompts, seed)
     if split == "train" and "eval_prompts" not in kwargs:
-        kwargs["eval_prompts"] = generate_split(generator, "test", num_eval_prompts, seed + 1)
+        kwargs["eval_prompts"] = split_records(kind, difficulty, "test", num_eval_prompts, seed + 1)
     if chat_template is None:
         from text_env.tokenizers import resolve_tokenizer
 
@@ -254,7 +273,7 @@ def make_suite_env(
         chat_template = bool(getattr(tokenizer, "chat_template", None))
     kwargs.setdefault("reward_model", reward_model)
     return TextGenerationEnv(
-        records,
+        list(records),
         tokenizer,
         chat_template=chat_template,
         max_prompt_tokens=max_prompt_tokens,
@@ -263,23 +282,31 @@ def make_suite_env(
     )
 
 
+GENERATORS.update(
+    reverse=reverse_generator,
+    letter_count=letter_count_generator,
+    arithmetic=arithmetic_generator,
+    keywords=keywords_generator,
+)
+
+
 def make_reverse_env(difficulty: int = 1, max_new_tokens: int = 10, **kwargs: Any) -> TextGenerationEnv:
     """``text_env/Reverse-v0``: spell a word backwards (``difficulty`` 1-4, see :func:`reverse_generator`)."""
-    return make_suite_env(reverse_generator(difficulty), ReversalReward(), max_new_tokens=max_new_tokens, **kwargs)
+    return make_suite_env("reverse", ReversalReward(), difficulty=difficulty, max_new_tokens=max_new_tokens, **kwargs)
 
 
-def make_letter_count_env(difficulty: int = 1, max_new_tokens: int = 10, **kwargs: Any) -> TextGenerationEnv:
-    """``text_env/LetterCount-v0``: count a letter (``difficulty`` 1-3: words of 3-5 letters, longer, two words)."""
-    generator = letter_count_generator(difficulty)
-    return make_suite_env(generator, IntegerAnswerReward(), max_new_tokens=max_new_tokens, **kwargs)
+def make_letter_count_env(difficulty: int = 2, max_new_tokens: int = 10, **kwargs: Any) -> TextGenerationEnv:
+    """``text_env/LetterCount-v0``: count a letter in one, two or three words (``difficulty`` 1-3)."""
+    reward = IntegerAnswerReward()
+    return make_suite_env("letter_count", reward, difficulty=difficulty, max_new_tokens=max_new_tokens, **kwargs)
 
 
 def make_arithmetic_env(difficulty: int = 2, max_new_tokens: int = 12, **kwargs: Any) -> TextGenerationEnv:
     """``text_env/Arithmetic-v0``: evaluate a small sum (``difficulty`` 1-4, see :func:`arithmetic_generator`)."""
-    generator = arithmetic_generator(difficulty)
-    return make_suite_env(generator, IntegerAnswerReward(), max_new_tokens=max_new_tokens, **kwargs)
+    reward = IntegerAnswerReward()
+    return make_suite_env("arithmetic", reward, difficulty=difficulty, max_new_tokens=max_new_tokens, **kwargs)
 
 
 def make_keywords_env(difficulty: int = 2, max_new_tokens: int = 24, **kwargs: Any) -> TextGenerationEnv:
     """``text_env/Keywords-v0``: one sentence using ``difficulty + 1`` given words."""
-    return make_suite_env(keywords_generator(difficulty), KeywordsReward(), max_new_tokens=max_new_tokens, **kwargs)
+    return make_suite_env("keywords", KeywordsReward(), difficulty=difficulty, max_new_tokens=max_new_tokens, **kwargs)
