@@ -56,3 +56,8 @@ compare-real: setup
 bench-peer: setup
 	PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) TORCH_PIP_ARGS="$(TORCH_PIP_ARGS)" benchmarks/peer/setup.sh
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/peer_compare.py $(BENCH_PEER_ARGS)
+
+# The documentation site (mkdocs.yml, docs/): built with warnings as errors into build/site/.
+.PHONY: docs
+docs: setup
+	$(VENV)/bin/mkdocs build --strict

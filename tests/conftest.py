@@ -15,7 +15,7 @@ import torch
 
 import text_env  # noqa: F401  (registers the envs)
 from agents.testing import tiny_gpt2_config  # noqa: F401  (tests import it from here)
-from text_env import TextGenerationEnv
+from text_env import TextGenerationEnv, build_char_tokenizer
 
 SHORT_PROMPTS = ["The movie", "A film about", "I watched", "Plot:"]
 
@@ -23,6 +23,19 @@ SHORT_PROMPTS = ["The movie", "A film about", "I watched", "Plot:"]
 def count_a(prompts, completions):
     """Batched toy reward: number of 'a' characters in each completion."""
     return np.array([c.count("a") for c in completions], dtype=float)
+
+
+def chat_char_tokenizer(end_of_turn: str | None = "<eot>"):
+    """The character tokenizer with a chat template, and an end-of-turn token distinct from EOS."""
+    tokenizer = build_char_tokenizer()
+    if end_of_turn is not None:
+        tokenizer.add_special_tokens({"additional_special_tokens": [end_of_turn]})
+    close = end_of_turn or "<eos>"
+    tokenizer.chat_template = (
+        "{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}" + close + "\n{% endfor %}"
+        "{% if add_generation_prompt %}<bos>assistant: {% endif %}"
+    )
+    return tokenizer
 
 
 @pytest.fixture

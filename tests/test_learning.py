@@ -59,7 +59,7 @@ def test_grpo_learns_a_tiny_verifiable_chat_task():
     """Prompt records with references, chat formatting with an end-of-turn token distinct from EOS, a verifiable
     reward with partial credit: GRPO raises held-out accuracy from ~0 (a random policy rarely writes the exact answer
     and stops) on the tiny model."""
-    from test_records import chat_char_tokenizer
+    from conftest import chat_char_tokenizer
 
     from agents import GRPO
     from agents.common.evaluation import summarize
@@ -70,12 +70,12 @@ def test_grpo_learns_a_tiny_verifiable_chat_task():
     tokenizer = chat_char_tokenizer()
     records = [{"prompt": word, "reference": "a"} for word in ("cat", "dog", "sun", "hat", "pen", "cup")]
     make = lambda: TextGenerationEnv(  # noqa: E731
-        records, tokenizer, ReversalReward(), chat_template=True, max_prompt_tokens=32, max_new_tokens=3,
+        records, tokenizer, ReversalReward(), chat_template=True, max_prompt_tokens=32, max_new_tokens=2,
         vocab_size=len(tokenizer),
     )  # fmt: skip
     env = make_vec_env(make, n_envs=8, seed=0)
     model = GRPO(
-        CausalLMPolicy, env, group_size=4, learning_rate=3e-3, n_steps=6, batch_size=24, n_epochs=2, seed=0,
+        CausalLMPolicy, env, group_size=4, learning_rate=1e-3, n_steps=4, batch_size=16, n_epochs=2, seed=0,
         policy_kwargs=dict(model=tiny_gpt2_config(vocab_size=len(tokenizer), n_positions=64)),
     )  # fmt: skip
 
@@ -86,4 +86,4 @@ def test_grpo_learns_a_tiny_verifiable_chat_task():
     before = accuracy()
     model.learn(6_000)
     after = accuracy()
-    assert before < 0.2 and after >= 0.6, (before, after)
+    assert before < 0.2 and after >= 0.8, (before, after)  # 0.0 -> 1.0 on two seeds and two learning rates

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import chat_char_tokenizer
 
-from text_env import PromptRecord, TextGenerationEnv, build_char_tokenizer, load_records
+from text_env import PromptRecord, TextGenerationEnv, load_records
 from text_env.rewards import RewardModel
 from text_env.tokenizers import end_of_turn_token_id
 
@@ -21,19 +22,6 @@ RECORDS = [
 def exact(prompts, completions, references):
     """A TRL-style three-argument reward: 1.0 when the completion equals the reference."""
     return np.array([float(c == r) for c, r in zip(completions, references, strict=True)])
-
-
-def chat_char_tokenizer(end_of_turn: str | None = "<eot>"):
-    """The character tokenizer with a chat template, and an end-of-turn token distinct from EOS."""
-    tokenizer = build_char_tokenizer()
-    if end_of_turn is not None:
-        tokenizer.add_special_tokens({"additional_special_tokens": [end_of_turn]})
-    close = end_of_turn or "<eos>"
-    tokenizer.chat_template = (
-        "{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}" + close + "\n{% endfor %}"
-        "{% if add_generation_prompt %}<bos>assistant: {% endif %}"
-    )
-    return tokenizer
 
 
 def write(env: TextGenerationEnv, text: str, stop: int | None = None):

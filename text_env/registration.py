@@ -62,7 +62,7 @@ TASKS: dict[str, Task] = {
         Task(
             "text_env/LetterCount-v0",
             "text_env.tasks.suite:make_letter_count_env",
-            "count a letter in a word; exact count succeeds, close counts earn a little",
+            "count a letter in one to three words; exact count succeeds, close counts earn a little",
             training=_suite_training(10),
             verifiable=True,
         ),
