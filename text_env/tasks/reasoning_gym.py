@@ -300,17 +300,6 @@ def _check_json_round_trip(source: Any, dataset: str, entries: Sequence[Mapping[
 ENV_KWARGS = frozenset(inspect.signature(TextGenerationEnv.__init__).parameters) - {"self", "prompts", "tokenizer"}
 
 
-class ReasoningGymEnv(TextGenerationEnv):
-    """A :class:`~text_env.env.TextGenerationEnv` whose ``info["reference"]`` (the entry, a dict) is a fresh copy
-    at every call: Gymnasium's checker refuses infos that share a mutable object, and a caller that edits the info
-    cannot change the episode's record."""
-
-    def _record_info(self) -> dict[str, Any]:
-        info = super()._record_info()
-        info["reference"] = copy.deepcopy(info["reference"])
-        return info
-
-
 def _warn_if_prompts_are_cut(env: TextGenerationEnv) -> None:
     prompts = [*env.prompts, *(env.eval_prompts or [])]
     lengths = [len(env.tokenizer(env.format_prompt(p), add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -379,7 +368,7 @@ def make_reasoning_gym_env(
         tokenizer = resolve_tokenizer(tokenizer)
         chat_template = bool(getattr(tokenizer, "chat_template", None))
     env_kwargs.setdefault("reward_model", ReasoningGymReward(name, dataset_config))
-    env = ReasoningGymEnv(
+    env = TextGenerationEnv(
         records,
         tokenizer,
         chat_template=chat_template,
