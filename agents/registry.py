@@ -1,7 +1,10 @@
-"""The one algorithm registry: an algorithm's name -> its class, LM policy class, rollout buffer and fixed settings.
+"""The one algorithm registry: an algorithm's name -> its class, LM policy class, rollout buffer, settings class and
+fixed settings.
 
 The command line (``agents.cli.train``), the comparison (``agents.cli.compare``) and the tests build algorithms
-from here; adding an algorithm is one entry in :data:`ALGORITHMS`.
+from here; adding an algorithm is one entry in :data:`ALGORITHMS` (and a settings class when its options differ:
+:mod:`agents.common.settings`). What differs between algorithms (options, defaults, checks, the KL term, what
+data parallelism asks) is asked of the entry's settings class, never decided from its name.
 
     from agents.registry import make_algorithm
     model = make_algorithm("rloo", env, policy_kwargs=dict(model=...), group_size=4, learning_rate=1e-5)
@@ -21,7 +24,16 @@ from stable_baselines3.common.policies import BasePolicy
 
 from agents.common.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
 from agents.common.policy import CausalLMPolicy, MaskableCausalLMPolicy
+from agents.common.settings import A2CSettings, AlgorithmSettings, PPOSettings, TRPOSettings
 from agents.grpo import GRPO
+from agents.grpo.settings import (
+    CISPOSettings,
+    DAPOSettings,
+    GRPOSettings,
+    GSPOSettings,
+    RAFTSettings,
+    ReinforcePPSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -31,16 +43,16 @@ class AlgorithmSpec:
     :param algorithm_class: the SB3 / sb3-contrib / ``agents`` algorithm class.
     :param policy_class: the LM policy it takes.
     :param rollout_buffer_class: passed as ``rollout_buffer_class`` (``None``: the algorithm's own).
-    :param fixed: constructor settings that define the entry (e.g. ``advantage="rloo"``); callers cannot override.
-    :param critic: it trains a value head (and so takes the KL penalty as :class:`~agents.KLPenaltyCallback`);
-        critic-free algorithms take ``kl_coef`` themselves.
+    :param settings: its settings class: options with defaults and checks, and its KL term
+        (:class:`~agents.common.settings.AlgorithmSettings`).
     :param summary: one line for ``--help`` and the README.
+    :param fixed: constructor settings that define the entry (e.g. ``advantage="rloo"``); callers cannot override.
     """
 
     algorithm_class: type[BaseAlgorithm]
     policy_class: type[BasePolicy]  # CausalLMPolicy or MaskableCausalLMPolicy
     rollout_buffer_class: type | None
-    critic: bool
+    settings: type[AlgorithmSettings]
     summary: str
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
@@ -50,32 +62,90 @@ class AlgorithmSpec:
         return frozenset(names) - {"self", "policy", "env", "_init_setup_model", *self.fixed}
 
 
+#: The critic-based algorithms first: they take longest per token, and ``agents.compare`` starts them first.
 ALGORITHMS: dict[str, AlgorithmSpec] = {
-    "ppo": AlgorithmSpec(PPO, CausalLMPolicy, EpisodeRolloutBuffer, True, "SB3 PPO: clipped ratio, value head, GAE"),
-    "a2c": AlgorithmSpec(A2C, CausalLMPolicy, EpisodeRolloutBuffer, True, "SB3 A2C: one gradient step per rollout"),
+    "ppo": AlgorithmSpec(
+        PPO, CausalLMPolicy, EpisodeRolloutBuffer, PPOSettings, "SB3 PPO: clipped ratio, value head, GAE"
+    ),
+    "a2c": AlgorithmSpec(
+        A2C, CausalLMPolicy, EpisodeRolloutBuffer, A2CSettings, "SB3 A2C: one gradient step per rollout"
+    ),
     "trpo": AlgorithmSpec(
-        TRPO, CausalLMPolicy, EpisodeRolloutBuffer, True, "sb3-contrib TRPO: KL trust region (small models)"
+        TRPO, CausalLMPolicy, EpisodeRolloutBuffer, TRPOSettings, "sb3-contrib TRPO: KL trust region (small models)"
     ),
     "maskable_ppo": AlgorithmSpec(
         MaskablePPO,
         MaskableCausalLMPolicy,
         MaskableEpisodeRolloutBuffer,
-        True,
+        PPOSettings,
         "sb3-contrib MaskablePPO: PPO within the env's action_masks()",
     ),
     "grpo": AlgorithmSpec(
-        GRPO, CausalLMPolicy, None, False, "GRPO: group mean/std baseline, no critic", {"advantage": "grpo"}
+        GRPO, CausalLMPolicy, None, GRPOSettings, "GRPO: group mean/std baseline, no critic", {"advantage": "grpo"}
     ),
     "dr_grpo": AlgorithmSpec(
         GRPO,
         CausalLMPolicy,
         None,
-        False,
+        GRPOSettings,
         "Dr. GRPO: group mean baseline, constant loss scale",
         {"advantage": "dr_grpo"},
     ),
     "rloo": AlgorithmSpec(
-        GRPO, CausalLMPolicy, None, False, "RLOO: leave-one-out group baseline, no critic", {"advantage": "rloo"}
+        GRPO,
+        CausalLMPolicy,
+        None,
+        GRPOSettings,
+        "RLOO: leave-one-out group baseline, no critic",
+        {"advantage": "rloo"},
+    ),
+    "dapo": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        DAPOSettings,
+        "DAPO: clip-higher, token-mean loss, dynamic sampling of groups with a signal",
+        {"advantage": "grpo", "loss_aggregation": "token", "drop_all_equal_groups": True},
+    ),
+    "gspo": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        GSPOSettings,
+        "GSPO: clipped sequence-level ratio (geometric mean over tokens)",
+        {"advantage": "grpo", "policy_loss": "gspo", "loss_aggregation": "sequence"},
+    ),
+    "cispo": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        CISPOSettings,
+        "CISPO: REINFORCE with the detached ratio clipped from above, token-mean loss",
+        {"advantage": "grpo", "policy_loss": "cispo", "loss_aggregation": "token"},
+    ),
+    "reinforce_pp": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        ReinforcePPSettings,
+        "REINFORCE++: k1 KL per token in the reward, returns-to-go, global whitening",
+        {"advantage": "reinforce_pp"},
+    ),
+    "reinforce_pp_baseline": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        ReinforcePPSettings,
+        "REINFORCE++-baseline: the same after subtracting each group's mean reward",
+        {"advantage": "reinforce_pp_baseline"},
+    ),
+    "raft": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        RAFTSettings,
+        "RAFT: rejection sampling, the LM loss on the best completion of each group",
+        {"advantage": "raft", "policy_loss": "nll"},
     ),
 }
 
@@ -88,13 +158,6 @@ def get_algorithm(name: str) -> AlgorithmSpec:
         raise ValueError(f"Unknown algorithm {name!r}; choose one of {sorted(ALGORITHMS)}.") from None
 
 
-def applicable(name: str, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The subset of ``settings`` that algorithm ``name`` takes (e.g. A2C has no ``batch_size``; GRPO no
-    ``vf_coef``): for callers holding one set of settings for every algorithm, like the command line."""
-    accepted = get_algorithm(name).hyperparameters()
-    return {key: value for key, value in settings.items() if key in accepted}
-
-
 def make_algorithm(
     name: str, env: Any, policy_kwargs: dict[str, Any] | None = None, **hyperparameters: Any
 ) -> BaseAlgorithm:
@@ -102,7 +165,7 @@ def make_algorithm(
 
     :param policy_kwargs: the LM policy's settings (``model``, ``lora``, ``temperature``, ...).
     :param hyperparameters: constructor arguments of the algorithm; one it does not take is an error naming the
-        ones it does (use :func:`applicable` to filter a shared set).
+        ones it does.
     """
     spec = get_algorithm(name)
     unknown = set(hyperparameters) - spec.hyperparameters()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import text_env  # noqa: F401  (registers the ids)
-from agents.cli.config import native_bfloat16
+from agents.cli.options import native_bfloat16
 from agents.common.evaluation import summarize
 from agents.common.generation import generate_completions
 from agents.common.policy import CausalLMPolicy

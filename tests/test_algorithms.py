@@ -11,6 +11,8 @@ from stable_baselines3.common.env_util import make_vec_env
 
 from agents import KLPenaltyCallback
 from agents.common.callbacks import RolloutHistoryCallback
+from agents.common.kl import KLSettings
+from agents.common.settings import CriticSettings
 from agents.registry import ALGORITHMS, make_algorithm
 
 #: Small rollouts per algorithm; everything else (classes, buffers, fixed settings) comes from the registry.
@@ -22,8 +24,14 @@ SETTINGS = {
     "grpo": dict(group_size=2, n_steps=8, batch_size=8, kl_coef=0.1),
     "dr_grpo": dict(group_size=2, n_steps=8, batch_size=8),
     "rloo": dict(group_size=2, n_steps=8, batch_size=8),
+    "dapo": dict(group_size=2, n_steps=8, batch_size=8, resample_rounds=1),
+    "gspo": dict(group_size=2, n_steps=8, batch_size=8),
+    "cispo": dict(group_size=2, n_steps=8, batch_size=8),
+    "reinforce_pp": dict(group_size=2, n_steps=8, batch_size=8),
+    "reinforce_pp_baseline": dict(group_size=2, n_steps=8, batch_size=8),
+    "raft": dict(group_size=2, n_steps=8, batch_size=8),
 }
-CRITICS = sorted(name for name, spec in ALGORITHMS.items() if spec.critic)
+CRITICS = sorted(name for name, spec in ALGORITHMS.items() if issubclass(spec.settings, CriticSettings))
 
 
 def test_every_registered_algorithm_has_test_settings():
@@ -43,7 +51,7 @@ def test_learn_changes_the_parameters(name):
     model.learn(64)
     changed = [n for n, p in model.policy.named_parameters() if not torch.equal(p, before[n])]
     assert any(n.startswith("lm.") for n in changed), changed
-    if ALGORITHMS[name].critic:
+    if name in CRITICS:
         assert any(n.startswith("value_head") for n in changed), changed
     else:
         assert model.policy.value_head is None
@@ -100,13 +108,14 @@ def test_kl_penalty_shapes_the_stored_rewards(name):
 
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_every_algorithm_logs_the_kl_under_the_same_names(name):
-    """The critic algorithms through KLPenaltyCallback, the group ones through their own kl_coef: one set of names."""
-    critic = ALGORITHMS[name].critic
+    """One KLSettings for every algorithm, applied by each entry's settings class (the critic algorithms through
+    KLPenaltyCallback, the group ones through their own kl_coef): one set of names."""
+    strategy, kl = ALGORITHMS[name].settings(), KLSettings(coef=0.1)
     env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
-    settings = SETTINGS[name] if critic else {**SETTINGS[name], "kl_coef": 0.1}
+    settings = {**SETTINGS[name], **strategy.kl_kwargs(kl)}
     model = make_algorithm(name, env, policy_kwargs=dict(model=tiny_gpt2_config()), seed=0, **settings)
     history = RolloutHistoryCallback()
-    model.learn(64, callback=[KLPenaltyCallback(kl_coef=0.1), history] if critic else [history])
+    model.learn(64, callback=[*strategy.kl_callbacks(kl, reference=None), history])
     assert all({"kl/coef", "kl/k1"} <= set(row) for row in history.rows), history.rows
     assert {"kl/k1_per_episode", "rollout/score"} <= set().union(*history.rows)
     assert all(row["kl/coef"] == 0.1 for row in history.rows)
@@ -130,9 +139,13 @@ def test_the_registry_refuses_settings_an_algorithm_does_not_take():
         make_algorithm("sac", env)
 
 
-def test_applicable_keeps_what_each_algorithm_takes():
-    from agents.registry import applicable
-
-    shared = dict(batch_size=8, vf_coef=0.5, group_size=2, n_steps=8)
-    assert applicable("a2c", shared) == dict(vf_coef=0.5, n_steps=8)
-    assert applicable("rloo", shared) == dict(batch_size=8, group_size=2, n_steps=8)
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_each_settings_class_builds_its_algorithm(name):
+    """An entry's settings (every option, resolved, with its KL term's arguments) are constructor arguments of its
+    algorithm, and its KL term is applied once: as callbacks or as arguments."""
+    spec = ALGORITHMS[name]
+    settings, kl = spec.settings(), KLSettings(coef=0.05)
+    kwargs = settings.algorithm_kwargs(kl, dense_reward=True)
+    assert set(kwargs) <= spec.hyperparameters(), set(kwargs) - spec.hyperparameters()
+    assert bool(settings.kl_callbacks(kl, reference=None)) != bool(settings.kl_kwargs(kl))
+    assert settings.kl_problems(kl) == []  # a fixed coefficient with the algorithm's own estimator applies anywhere

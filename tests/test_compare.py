@@ -128,10 +128,10 @@ def test_checkpoints_evaluate_the_policy_trained_on_their_tokens(tmp_path, tiny_
     from agents.cli.config import TrainConfig
     from agents.cli.train import learn, setup
 
-    config = TrainConfig(
+    config = TrainConfig.from_values(dict(
         env_id="text_env/Vowels-v0", model=str(tiny_model_dir), n_envs=4, n_steps=16, batch_size=32, lora_r=0,
         eval_batch_size=8, learning_rate=1e-2, total_timesteps=192, output_dir=str(tmp_path), name="t",
-    )  # fmt: skip
+    ))  # fmt: skip
     run = setup(config)
     run.budget.progress_bar = False
     evaluation = run.evaluation = TokenCheckpointEvaluation(run.evaluation, every_tokens=128)
@@ -274,7 +274,8 @@ def test_budget_and_interval_are_rounded_to_whole_rollouts(capsys, no_model_load
     base, configs, budget, every = compare.task_configs(args)
     assert (budget, every) == (4608, 1536)  # 3 rollouts of 1536 tokens; every rollout
     assert "using 4608 (3 rollouts)" in capsys.readouterr().out
-    assert [(c.algorithm, c.seed, c.total_timesteps, c.eval_every) for c in configs] == [
+    assert [(c.algorithm, c.run.seed, c.run.total_timesteps, c.task.eval_every) for c in configs] == [
         ("ppo", 3, 4608, 1), ("rloo", 3, 4608, 1)
     ]  # fmt: skip
-    assert {c.eval_samples for c in configs} == {compare.TASK_EVAL_SAMPLES} and base.n_envs * base.n_steps == 1536
+    assert {c.task.eval_samples for c in configs} == {compare.TASK_EVAL_SAMPLES}
+    assert base.task.n_envs * base.settings.n_steps == 1536

@@ -258,8 +258,8 @@ def scenario_resume(rank: int, model_dir: str) -> dict:
     broadcast_flag(True, "the test's files are written")
     result["outcomes"] = {}
     for name in ("corrupt", "empty"):
-        config = TrainConfig(env_id="text_env/Vowels-v0", model=model_dir, output_dir=str(root), name=name,
-                             n_envs=4, n_steps=8, batch_size=16)  # fmt: skip
+        config = TrainConfig.from_values(dict(env_id="text_env/Vowels-v0", model=model_dir, output_dir=str(root),
+                                              name=name, n_envs=4, n_steps=8, batch_size=16))  # fmt: skip
         started = time.monotonic()
         try:
             resume_model(config, rank_config(config), env)

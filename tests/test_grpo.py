@@ -17,7 +17,8 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from agents import GRPO, CausalLMPolicy, ReferenceModel
-from agents.grpo import aggregate_loss, group_advantages, group_size_problems, kl_estimate
+from agents.common.kl import kl_estimate
+from agents.grpo import aggregate_loss, group_advantages, group_size_problems
 from text_env import TextGenerationEnv
 
 OPTIMUM = 1.0

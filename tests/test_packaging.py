@@ -16,9 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Distributions imported under another name than their normalised one.
-IMPORT_NAMES = {"pyyaml": "yaml", "vadersentiment": "vaderSentiment"}
+IMPORT_NAMES = {"pyyaml": "yaml", "vadersentiment": "vaderSentiment", "openenv_core": "openenv"}
 #: Files of the core package that import an extra's package (imported only when that task is made), and the extra.
-OPTIONAL_FILES = {"text_env/tasks/reasoning_gym.py": ("reasoning",)}
+OPTIONAL_FILES = {"text_env/tasks/reasoning_gym.py": ("reasoning",), "text_env/serve.py": ("openenv",)}
 #: Declared dependencies that none of our modules imports, and what needs them.
 NOT_IMPORTED = {
     "gguf": "transformers, to load the embedded model's GGUF file (text_env.embedded)",
@@ -27,6 +27,10 @@ NOT_IMPORTED = {
     "tensorboard": "SB3's logger, for --tensorboard-log",
     "rich": "SB3's progress bar, learn(progress_bar=True) (tests/test_grpo.py)",
     "ruff": "make lint",
+    **dict.fromkeys(
+        ("fastapi", "fastmcp", "httpx", "requests", "websockets"),
+        "openenv-core's server and client (text_env/serve.py), which the Makefile installs with --no-deps",
+    ),
     "mypy": "make lint",
 }
 #: What ``import text_env`` and a step of its tiny task must not import: the extras' packages.
@@ -111,7 +115,9 @@ def test_every_declared_dependency_is_imported_or_needed_by_a_named_tool():
 
 def test_all_has_every_user_facing_extra_and_dev_adds_test_tools():
     extras = load_pyproject()["project"]["optional-dependencies"]
-    users = set(extras) - {"all", "dev", "docs"}  # docs: the site's build tools, for developers (in dev)
+    # docs: the site's build tools, for developers (in dev); openenv: openenv-core with its web UI and LLM client,
+    # whose server's dependencies `all` has (openenv-server; the Makefile adds openenv-core with --no-deps).
+    users = set(extras) - {"all", "dev", "docs", "openenv"}
     assert declared("all") == declared(*users)
     assert declared("all") | {"pytest", "hypothesis", "ruff", "mypy"} <= declared("dev")
     assert not {"stable_baselines3", "sb3_contrib", "peft", "matplotlib", "scipy", "pydantic"} & declared()

@@ -10,7 +10,7 @@ import pytest
 from conftest import tiny_gpt2_config
 from transformers import AutoModelForCausalLM
 
-from agents.cli.config import TrainConfig, build_parser, parse_config
+from agents.cli.config import TrainConfig, build_parser, option_fields, parse_config
 from agents.cli.train import build_model, main
 
 
@@ -19,8 +19,10 @@ def test_help_documents_every_option(capsys):
         build_parser().parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for name in TrainConfig.__dataclass_fields__:
+    for name in option_fields():  # every part's options and every algorithm's
         assert "--" + name.replace("_", "-") in text, name
+    for name in ("--kl-coef", "--group-size", "--vf-coef", "--run-dir"):
+        assert (name in text) is (name != "--run-dir")
 
 
 @pytest.fixture
@@ -79,16 +81,16 @@ def test_bad_options_fail_with_a_clear_message_before_loading_a_model(argv, mess
 
 def test_boolean_options_are_switches_that_reach_the_task(tmp_path):
     config = parse_config(["--dense-reward"])
-    assert config.dense_reward is True and config.task_kwargs()["dense_reward"] is True
+    assert config.task.dense_reward is True and config.env_kwargs()["dense_reward"] is True
     path = tmp_path / "c.yaml"
     path.write_text("dense_reward: true\n")
-    assert parse_config(["--config", str(path), "--no-dense-reward"]).dense_reward is False
-    assert "dense_reward" not in parse_config(["--config", str(path), "--no-dense-reward"]).task_kwargs()
+    assert parse_config(["--config", str(path), "--no-dense-reward"]).task.dense_reward is False
+    assert "dense_reward" not in parse_config(["--config", str(path), "--no-dense-reward"]).env_kwargs()
 
 
 def test_gradient_checkpointing_switch_reaches_the_policy():
     config = parse_config(["--gradient-checkpointing", "--lora-r", "0"])
-    assert config.gradient_checkpointing is True and parse_config([]).gradient_checkpointing is False
+    assert config.lm.gradient_checkpointing is True and parse_config([]).lm.gradient_checkpointing is False
     model = build_model(config, gym.make("text_env/Vowels-v0"), model=tiny_gpt2_config())
     assert model.policy.gradient_checkpointing and model.policy.trunk.h[0].gradient_checkpointing
 
@@ -104,7 +106,7 @@ def test_gradient_checkpointing_switch_reaches_the_policy():
     ],
 )
 def test_dense_reward_is_on_by_default_only_for_cheap_rewards(argv, dense):
-    assert parse_config(argv).dense_reward_on() is dense
+    assert parse_config(argv).task.dense_reward_on() is dense
 
 
 @pytest.mark.parametrize(
@@ -118,7 +120,7 @@ def test_dense_reward_is_on_by_default_only_for_cheap_rewards(argv, dense):
 )
 def test_gae_lambda_default_follows_the_reward_density(argv, gae_lambda):
     config = parse_config([*argv, "--lora-r", "0"])
-    assert config.resolved_gae_lambda() == gae_lambda
+    assert config.algorithm_kwargs()["gae_lambda"] == gae_lambda
     model = build_model(config, gym.make("text_env/Vowels-v0"), model=tiny_gpt2_config())
     assert model.gae_lambda == gae_lambda
 
@@ -136,11 +138,10 @@ def test_lora_without_peft_exits_before_any_model_loads(monkeypatch, capsys):
 
 
 def test_dense_reward_default_follows_the_task():
-    import dataclasses
+    from agents.cli.options import TaskOptions
 
-    config = parse_config([])
-    assert dataclasses.replace(config, env_id="text_env/Vowels-v0").dense_reward_on() is True
-    assert dataclasses.replace(config, env_id="my_pkg/Neural-v0").dense_reward_on() is False  # its reward: unknown
+    assert TaskOptions(env_id="text_env/Vowels-v0").dense_reward_on() is True
+    assert TaskOptions(env_id="my_pkg/Neural-v0").dense_reward_on() is False  # its reward: unknown
 
 
 def test_a_task_brings_its_own_settings_and_flags_win(tmp_path, no_model_loads):
@@ -149,16 +150,19 @@ def test_a_task_brings_its_own_settings_and_flags_win(tmp_path, no_model_loads):
 
     vowels = parse_config(["--env-id", "text_env/Vowels-v0", "--model", "smollm2-135m-instruct", "--tokenizer",
                            "smollm2-135m-instruct"])  # fmt: skip
-    assert (vowels.kl_coef, vowels.gae_lambda, vowels.name) == (0.0, 1.0, "vowels-v0")
+    assert (vowels.kl.coef, vowels.settings.gae_lambda, vowels.run.name) == (0.0, 1.0, "vowels-v0")
     main_job = parse_config([])
-    assert (main_job.kl_coef, main_job.gae_lambda, main_job.name) == (0.1, None, "positive-review")
+    assert (main_job.kl.coef, main_job.settings.gae_lambda, main_job.run.name) == (0.1, None, "positive-review")
     arithmetic = parse_config(["--env-id", "text_env/Arithmetic-v0", "--kl-coef", "0.3"])
-    assert arithmetic.algorithm == "grpo" and arithmetic.kl_coef == 0.3  # the task's algorithm, the flag's beta
+    assert arithmetic.algorithm == "grpo" and arithmetic.kl.coef == 0.3  # the task's algorithm, the flag's beta
+    ppo_on_arithmetic = parse_config(["--env-id", "text_env/Arithmetic-v0", "--algorithm", "ppo"])
+    assert ppo_on_arithmetic.kl.coef == 0.02 and not hasattr(ppo_on_arithmetic.settings, "group_size")
     path = tmp_path / "c.yaml"
     path.write_text("env_id: text_env/Arithmetic-v0\nlearning_rate: 0.001\n")
     from_yaml = parse_config(["--config", str(path)])
-    assert from_yaml.learning_rate == 0.001 and from_yaml.n_steps == TASKS["text_env/Arithmetic-v0"].training["n_steps"]
-    fields = set(TrainConfig.__dataclass_fields__)
+    n_steps = TASKS["text_env/Arithmetic-v0"].training["n_steps"]
+    assert from_yaml.settings.learning_rate == 0.001 and from_yaml.settings.n_steps == n_steps
+    fields = set(option_fields())
     for task in TASKS.values():  # every recommended setting is an option of agents.train
         assert set(task.training) <= fields, task.env_id
 
@@ -167,8 +171,8 @@ def test_yaml_config_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algorithm: a2c\nlearning_rate: 0.001\nkl_target: null\n")
     config = parse_config(["--config", str(path), "--learning-rate", "0.002"])
-    assert (config.algorithm, config.learning_rate, config.kl_target) == ("a2c", 0.002, None)
-    assert TrainConfig.from_yaml(path).learning_rate == 0.001
+    assert (config.algorithm, config.settings.learning_rate, config.kl.target) == ("a2c", 0.002, None)
+    assert TrainConfig.from_yaml(path).settings.learning_rate == 0.001
     path.write_text("algorithmm: a2c\n")
     with pytest.raises(ValueError, match="unknown options"):
         TrainConfig.from_yaml(path)
@@ -189,7 +193,8 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
     assert summary["algorithm"] == algorithm and summary["seed"] == 0 and "torch" in summary["versions"]
-    assert summary["gae_lambda"] == (1.0 if algorithm == "ppo" else None)  # Vowels-v0's own; RLOO has no critic
+    gae_lambda = summary["algorithm_settings"].get("gae_lambda")
+    assert gae_lambda == (1.0 if algorithm == "ppo" else None)  # Vowels-v0's own; RLOO has no critic
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2
@@ -266,16 +271,18 @@ def test_yaml_scientific_notation_and_null_are_typed(tmp_path):
     """PyYAML reads 5e-4 (no dot) as a string; the config still gets the float."""
     path = tmp_path / "c.yaml"
     path.write_text("learning_rate: 5e-4\nkl_target: 2.5\nn_envs: '16'\n")
-    assert parse_config(["--config", str(path)]).kl_target == 2.5
+    assert parse_config(["--config", str(path)]).kl.target == 2.5
     path.write_text("algorithm: grpo\nlearning_rate: 5e-4\nkl_target: null\nn_envs: '16'\nclip_range_high: 0.28\n")
     config = parse_config(["--config", str(path), "--max-new-tokens", "none"])
-    assert config.learning_rate == 5e-4 and isinstance(config.learning_rate, float)
-    assert (config.kl_target, config.n_envs, config.clip_range_high, config.max_new_tokens) == (None, 16, 0.28, None)
-    assert parse_config(["--n-envs", "8", "--kl-target", "3"]).kl_target == 3.0
+    assert config.settings.learning_rate == 5e-4 and isinstance(config.settings.learning_rate, float)
+    values = (config.kl.target, config.task.n_envs, config.settings.clip_range_high, config.task.max_new_tokens)
+    assert values == (None, 16, 0.28, None)
+    assert parse_config(["--n-envs", "8", "--kl-target", "3"]).kl.target == 3.0
 
 
 def test_auto_compute_dtype_is_bfloat16_only_where_the_cpu_runs_it_natively(tmp_path, monkeypatch):
-    from agents.cli import config as config_module
+    from agents.cli import options as config_module
+    from agents.cli.options import ModelOptions
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t\t: fpu sse avx2 avx512f\n")
@@ -285,8 +292,8 @@ def test_auto_compute_dtype_is_bfloat16_only_where_the_cpu_runs_it_natively(tmp_
     assert not config_module.native_bfloat16("cpu", tmp_path / "missing")  # not Linux: stay in float32
     for native, expected in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(config_module, "native_bfloat16", lambda device, native=native: native)
-        assert TrainConfig().resolved_compute_dtype() == expected
-        assert TrainConfig(compute_dtype="float32").resolved_compute_dtype() == "float32"
+        assert ModelOptions().resolved_compute_dtype("cpu") == expected
+        assert ModelOptions(compute_dtype="float32").resolved_compute_dtype("cpu") == "float32"
 
 
 FLAKY_REWARD = '''
@@ -400,7 +407,10 @@ def test_an_overwritten_run_drops_the_earlier_runs_checkpoints(tmp_path, flaky_r
 @pytest.mark.parametrize(
     ("argv", "words"),
     [
-        (["--algorithm", "grpo", "--kl-target", "6"], "--kl-target does not apply to grpo; it is used by ppo, a2c"),
+        (["--algorithm", "grpo", "--kl-target", "6"], "--kl-target does not apply to grpo: the group algorithms"),
+        (["--algorithm", "grpo", "--kl-target", "6"], "it is used by ppo, a2c, trpo, maskable_ppo"),
+        (["--algorithm", "ppo", "--kl-in", "loss"], "--kl-in does not apply to ppo"),
+        (["--algorithm", "a2c", "--clip-range", "0.1"], "--clip-range does not apply to a2c; it is used by ppo"),
         (["--algorithm", "ppo", "--group-size", "8"], "--group-size does not apply to ppo; it is used by grpo"),
         (["--algorithm", "a2c", "--batch-size", "64"], "--batch-size does not apply to a2c"),
     ],
@@ -413,4 +423,4 @@ def test_an_option_the_algorithm_does_not_use_is_an_error(argv, words, capsys, n
 
 def test_options_at_their_default_and_task_settings_are_not_errors(no_model_loads):
     assert parse_config(["--algorithm", "grpo", "--kl-horizon", "10000"]).algorithm == "grpo"  # the default value
-    assert parse_config(["--env-id", "text_env/Arithmetic-v0", "--algorithm", "ppo"]).n_epochs == 1  # the task's
+    assert parse_config(["--env-id", "text_env/Arithmetic-v0", "--algorithm", "ppo"]).settings.n_epochs == 1  # task

@@ -80,6 +80,22 @@ TASKS: dict[str, Task] = {
             training=_suite_training(24),
             verifiable=True,
         ),
+        # Multi-turn (text_env.multi_turn.MultiTurnEnv): the environment answers each turn. One round of
+        # conversations per rollout (n_steps = max_new_tokens, the conversation's token slots).
+        Task(
+            "text_env/GuessNumber-v0",
+            "text_env.tasks.games:make_guess_number_env",
+            "multi-turn: find a secret from 1 to 16; the env says Higher, Lower or Correct (fewer guesses pay more)",
+            training={**SUITE_TRAINING, "n_steps": 96, "batch_size": 16 * 96},
+            verifiable=True,
+        ),
+        Task(
+            "text_env/Calculator-v0",
+            "text_env.tasks.games:make_calculator_env",
+            "multi-turn tool use: a 3-digit x 2-digit product with a calculator the env runs (CALC: / ANSWER:)",
+            training={**SUITE_TRAINING, "n_steps": 96, "batch_size": 16 * 96},
+            verifiable=True,
+        ),
         # The reasoning-gym bridge (the 'reasoning' extra): any dataset, and three whose smallest instances a 135M
         # chat model answers sometimes. n_steps and batch_size are multiples of max_new_tokens (32; 8).
         Task(

@@ -25,6 +25,7 @@ its own. Two modes:
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import importlib.util
@@ -84,9 +85,8 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
     settings: dict[str, Any] = (
         dict(n_steps=8, learning_rate=1e-3) if algorithm == "a2c" else dict(n_steps=64, learning_rate=3e-3)
     ) | dict(gae_lambda=1.0)
-    config = TrainConfig(
-        env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, kl_coef=0.0, **settings
-    )
+    values = dict(env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, kl_coef=0.0)
+    config = TrainConfig.from_values(values | settings, strict=False)  # A2C takes no batch_size
     model = build_model(config, env, model=tiny_lm_config())
 
     curve: list[tuple[int, float]] = []
@@ -242,30 +242,26 @@ def run_in_processes(jobs: list[Job], workers: int, log_dir: Path) -> dict[str, 
 def task_configs(args: argparse.Namespace) -> tuple[Any, list[Any], int, int]:
     """The base config and one :class:`TrainConfig` per (algorithm, seed), the token budget and the evaluation
     interval, both whole rollouts. Raises ``ValueError`` (one line) on a bad option; loads no model weights."""
-    import yaml
 
-    from agents.cli.config import TrainConfig, validated_config
+    from agents.cli.config import TrainConfig, read_yaml
 
     given = dict(
         env_id=args.env_id, model=args.model, compute_dtype=args.compute_dtype, n_envs=args.n_envs,
         eval_prompts=args.eval_prompts, eval_samples=args.eval_samples,
     )  # fmt: skip
     values = {name: value for name, value in given.items() if value is not None}
-    if args.config is not None:
-        with open(args.config, encoding="utf-8") as handle:
-            in_yaml = yaml.safe_load(handle) or {}
-        values.setdefault("eval_samples", in_yaml.get("eval_samples", TASK_EVAL_SAMPLES))
-        base = TrainConfig.from_yaml(args.config, **values)
-    else:
-        base = validated_config({"eval_samples": TASK_EVAL_SAMPLES, **values})
+    # One set of options for every algorithm compared: each takes those that apply to it (strict=False).
+    values = {"eval_samples": TASK_EVAL_SAMPLES, **(read_yaml(args.config) if args.config else {}), **values}
+    source = str(args.config or "options")
+    base = TrainConfig.from_values(values, source, strict=False)
     base.check_environment()  # env id, model directory, tokenizer against the model: no weights loaded
 
-    rollout = base.n_envs * base.n_steps  # generated tokens per rollout, every algorithm
+    rollout = base.task.n_envs * base.settings.n_steps  # generated tokens per rollout, every algorithm
     budget = args.budget_tokens or TASK_BUDGET_TOKENS
     if budget < rollout:
         raise ValueError(
-            f"--budget-tokens {budget} is less than one rollout ({base.n_envs} envs x {base.n_steps} steps = "
-            f"{rollout} tokens)."
+            f"--budget-tokens {budget} is less than one rollout ({base.task.n_envs} envs x "
+            f"{base.settings.n_steps} steps = {rollout} tokens)."
         )
     if budget % rollout:
         print(f"[compare] --budget-tokens {budget} is not a whole number of rollouts of {rollout} tokens: using "
@@ -278,21 +274,22 @@ def task_configs(args: argparse.Namespace) -> tuple[Any, list[Any], int, int]:
               f"evaluating every {rounded}")  # fmt: skip
     if rounded > budget:
         raise ValueError(f"--eval-every-tokens {every} is more than the budget of {budget} tokens.")
+    run_values = dict(
+        output_dir=str(args.out / "runs"),
+        total_timesteps=budget,
+        budget_minutes=NO_TIME_BUDGET_MINUTES,
+        eval_every=rounded // rollout,
+        checkpoint_every=0,  # a comparison run is repeated, not resumed
+    )
     configs = [
-        dataclasses.replace(
-            base,
-            algorithm=algorithm,
-            seed=seed,
-            name=f"{algorithm}-seed{seed}",
-            output_dir=str(args.out / "runs"),
-            total_timesteps=budget,
-            budget_minutes=NO_TIME_BUDGET_MINUTES,
-            eval_every=rounded // rollout,
-            checkpoint_every=0,  # a comparison run is repeated, not resumed
-        )
+        TrainConfig.from_values(
+            {**values, **run_values, "algorithm": algorithm, "seed": seed, "name": f"{algorithm}-seed{seed}"},
+            source,
+            strict=False,
+        )  # each checked on its own, e.g. group_size against n_envs for the group algorithms
         for algorithm in args.algorithms
         for seed in args.seeds
-    ]  # dataclasses.replace re-runs the checks, e.g. group_size against n_envs for the group algorithms
+    ]
     return base, configs, budget, rounded
 
 
@@ -300,7 +297,6 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
     from agents.cli import compare_report as report
     from agents.cli.compare_task import best_of_n_key, best_of_n_reference, run_task
     from agents.cli.train import package_versions
-    from agents.registry import get_algorithm
 
     started = time.monotonic()
     bon_path = args.out / "best_of_n.json"
@@ -313,22 +309,22 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
             print(f"[compare] best-of-n reference: reusing {bon_path}")
     jobs = []
     if args.best_of_n > 0 and best_of_n is None:
-        bon_config = dataclasses.replace(
-            base, algorithm=args.algorithms[0], name="best-of-n", output_dir=str(args.out / "runs")
-        )
+        bon_config = copy.deepcopy(base)  # the policy before training, as every run starts from
+        bon_config.run.name, bon_config.run.output_dir = "best-of-n", str(args.out / "runs")
         jobs.append(Job("best-of-n", best_of_n_reference, (bon_config, args.best_of_n), quiet=True))
-    # The critic-based runs take longest: they start first, so that the workers finish together.
-    for config in sorted(configs, key=lambda c: not get_algorithm(c.algorithm).critic):
-        jobs.append(Job(config.name, run_task, (config, every), quiet=True))
+    # In the registry's order, which puts the critic-based runs first: they take longest, and so start first, so
+    # that the workers finish together.
+    for config in sorted(configs, key=lambda c: list(ALGORITHMS).index(c.algorithm)):
+        jobs.append(Job(config.run.name, run_task, (config, every), quiet=True))
     done = run_in_processes(jobs, args.workers, args.out / "logs")
     if "best-of-n" in done and done["best-of-n"] is not None:
         best_of_n = done["best-of-n"]
         bon_path.write_text(json.dumps(best_of_n, indent=1), encoding="utf-8")
-    results = [result for c in configs if (result := done.get(c.name)) is not None]
+    results = [result for c in configs if (result := done.get(c.run.name)) is not None]
     failed = [job.name for job in jobs if done.get(job.name) is None]
 
     rows = report.summary_rows(results, args.algorithms)
-    title = f"{base.env_id}, {Path(base.model).name}, {budget:,} tokens per run"
+    title = f"{base.task.env_id}, {Path(base.lm.model).name}, {budget:,} tokens per run"
     report.write_csvs(args.out, rows, results)
     if results:
         report.plot_score_vs_tokens(results, args.algorithms, args.out / "score_vs_tokens.png", title)
@@ -338,10 +334,11 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
     machine = f"{cpu_name()}, {os.cpu_count()} CPUs, {args.workers} workers x 1 thread"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     summary = {
-        "env_id": base.env_id, "model": base.model, "compute_dtype": base.compute_dtype, "lora_r": base.lora_r,
+        "env_id": base.task.env_id, "model": base.lm.model, "compute_dtype": base.lm.compute_dtype,
+        "lora_r": base.lm.lora_r,
         "algorithms": args.algorithms, "seeds": args.seeds, "budget_tokens": budget, "eval_every_tokens": every,
-        "rollout_tokens": base.n_envs * base.n_steps, "eval_prompts": base.eval_prompts,
-        "samples_per_prompt": base.eval_samples, "best_of_n_samples": args.best_of_n, "date": date,
+        "rollout_tokens": base.task.n_envs * base.settings.n_steps, "eval_prompts": base.task.eval_prompts,
+        "samples_per_prompt": base.task.eval_samples, "best_of_n_samples": args.best_of_n, "date": date,
         "machine": machine, "wall_clock_seconds": round(seconds, 1), "versions": package_versions(), "table": rows,
         "best_of_n": best_of_n, "failed": failed, "runs": results,
     }  # fmt: skip
@@ -462,7 +459,7 @@ def is_task_mode(args: argparse.Namespace) -> bool:
     import gymnasium as gym
 
     import text_env  # noqa: F401  (registers the ids)
-    from agents.cli.config import TrainConfig
+    from agents.cli.options import TaskOptions
 
     if args.model is not None or args.config is not None:
         return True
@@ -470,7 +467,7 @@ def is_task_mode(args: argparse.Namespace) -> bool:
     if env_id not in gym.registry:
         known = sorted(k for k in gym.registry if k.startswith("text_env/"))
         raise ValueError(f"Unknown env_id {env_id!r}; registered text envs: {known}")
-    return TrainConfig(env_id=env_id).tokenizer_name() != "char"
+    return TaskOptions(env_id=env_id).tokenizer_name(model="") != "char"
 
 
 if __name__ == "__main__":

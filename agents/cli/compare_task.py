@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import Any
@@ -78,10 +77,10 @@ def run_task(config: TrainConfig, eval_every_tokens: int) -> dict[str, Any]:
     tokens = int(run.model.num_timesteps)
     result = {
         "algorithm": config.algorithm,
-        "seed": config.seed,
+        "seed": config.run.seed,
         "run_dir": str(config.run_dir),
         "tokens": tokens,
-        "budget_tokens": config.total_timesteps,
+        "budget_tokens": config.run.total_timesteps,
         "train_seconds": train_seconds,  # learn(), evaluations included
         "eval_seconds": evaluation.seconds,
         "seconds_per_1k_tokens": 1000 * (train_seconds - evaluation.seconds) / max(tokens, 1),  # training only
@@ -89,7 +88,8 @@ def run_task(config: TrainConfig, eval_every_tokens: int) -> dict[str, Any]:
         "peak_rss_mib": peak_rss_mib(),
         "history": evaluation.history,  # held-out evaluations: timesteps, score, kl, distinct_2, repetition, ...
         "rollouts": run.history.rows,  # per rollout: timesteps, rollout/score, kl/k1_per_episode, kl/coef, ...
-        "config": dataclasses.asdict(config) | {"gae_lambda": config.resolved_gae_lambda()},  # as trained
+        "config": config.flat(),
+        "algorithm_settings": config.algorithm_kwargs(),  # as trained: defaults resolved, the KL term's included
     }
     (config.run_dir / "comparison_run.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     return result
@@ -101,7 +101,8 @@ def best_of_n_key(config: TrainConfig, n_max: int) -> dict[str, Any]:
         "env_id", "model", "compute_dtype", "temperature", "seed", "eval_prompts", "eval_prompts_file", "prompts",
         "reward", "tokenizer", "max_new_tokens", "max_prompt_tokens",
     )  # fmt: skip
-    return {"n_max": n_max, **{name: getattr(config, name) for name in fields}}
+    options = config.flat()
+    return {"n_max": n_max, **{name: options[name] for name in fields}}
 
 
 def best_of_n_reference(config: TrainConfig, n_max: int) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def best_of_n_reference(config: TrainConfig, n_max: int) -> dict[str, Any]:
         run.model,
         run.eval_env,
         [prompt for prompt in prompts for _ in range(n_max)],  # prompt-major: row p * n_max + j
-        batch_size=config.eval_batch_size,
+        batch_size=config.task.eval_batch_size,
     )
     scores = result.scores.reshape(len(prompts), n_max)  # (P, n_max)
     best = scores.argmax(1)  # (P,)

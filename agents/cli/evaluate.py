@@ -59,24 +59,25 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     import text_env  # noqa: F401  (registers the ids)
-    from agents.cli.config import TrainConfig
+    from agents.cli.options import ModelOptions, TaskOptions
     from agents.cli.train import held_out_prompts
     from agents.common.evaluation import summarize
     from agents.common.generation import generate_completions
     from agents.common.policy import CausalLMPolicy
     from agents.common.reference import ReferenceModel
 
-    config = TrainConfig(
-        model=args.model, env_id=args.env_id, prompts=args.prompts, eval_prompts_file=args.eval_prompts_file,
-        reward=args.reward, tokenizer=args.tokenizer, max_new_tokens=args.max_new_tokens,
-        eval_prompts=args.eval_prompts, eval_samples=args.samples, temperature=args.temperature, lora_r=0,
+    task_options = TaskOptions(
+        env_id=args.env_id, prompts=args.prompts, eval_prompts_file=args.eval_prompts_file, reward=args.reward,
+        tokenizer=args.tokenizer, max_new_tokens=args.max_new_tokens, eval_prompts=args.eval_prompts,
+        eval_samples=args.samples,
     )  # fmt: skip
-    config.check_environment()  # clear errors before any weights load
+    ModelOptions(model=args.model, lora_r=0, temperature=args.temperature)  # clear errors before any weights load
+    task_options.check(args.model)
     reference_spec, why = resolve_reference(args.model, args.reference)
     print(f"[evaluate] {why}")
-    task = config.task_kwargs()
-    env = gym.make(config.env_id, **task)
-    prompts = held_out_prompts(config, env.unwrapped, task)
+    task = task_options.env_kwargs(args.model)
+    env = gym.make(args.env_id, **task)
+    prompts = held_out_prompts(task_options, env.unwrapped, task)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     policy = CausalLMPolicy(
@@ -85,7 +86,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     reference = None if reference_spec is None else ReferenceModel(policy, model=reference_spec)
     result = generate_completions(policy, env, prompts * args.samples, reference=reference, batch_size=args.batch_size)
-    metrics = summarize(result, text_env.task_for(config.env_id))  # the task's own metrics too (accuracy, pass@k)
+    metrics = summarize(result, text_env.task_for(args.env_id))  # the task's own metrics too (accuracy, pass@k)
     report = {
         "model": args.model,
         "env_id": args.env_id,
@@ -125,8 +126,8 @@ def run_base_model(model: str) -> tuple[str, Path] | None:
 
 
 def _vocab_size(spec: str, name: str) -> int | None:
-    """:func:`~agents.cli.config.model_vocab_size` (from the config, no weights), its errors naming ``name``."""
-    from agents.cli.config import model_vocab_size
+    """:func:`~agents.cli.options.model_vocab_size` (from the config, no weights), its errors naming ``name``."""
+    from agents.cli.options import model_vocab_size
 
     try:
         return model_vocab_size(spec)
@@ -141,7 +142,7 @@ def resolve_reference(model: str, reference: str) -> tuple[str | None, str]:
     ``ValueError`` otherwise, read from the configs before any weights load. ``auto``: the run's base model
     (:func:`run_base_model`), else smollm2-135m-instruct if its vocabulary is the model's, else none.
     """
-    from agents.cli.config import EMBEDDED_VOCAB_SIZE
+    from agents.cli.options import EMBEDDED_VOCAB_SIZE
     from text_env.embedded import EMBEDDED_MODEL
 
     if reference.lower() == NONE:

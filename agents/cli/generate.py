@@ -62,7 +62,7 @@ def check_options(args: argparse.Namespace) -> list[str]:
         prompts += load_prompts(args.prompts_file)
     if not prompts:
         raise ValueError('no prompts: give them as arguments ("The movie was") or with --prompts-file FILE')
-    from agents.cli.config import model_vocab_size
+    from agents.cli.options import model_vocab_size
 
     model_vocab_size(args.model)  # the model exists (a directory or the embedded name) and has a readable config
     return prompts

@@ -33,20 +33,21 @@ import gymnasium as gym
 import numpy as np
 
 from agents.cli.config import TrainConfig, parse_config
+from agents.cli.options import TaskOptions
 from text_env.prompts import PromptRecord
 
 #: Share of the training prompts set aside for evaluation when a task declares no held-out prompts.
 HELD_OUT_SHARE = 0.1
 
 
-def held_out_prompts(config: TrainConfig, env: Any, task: dict[str, Any]) -> list[PromptRecord]:
+def held_out_prompts(options: TaskOptions, env: Any, task: dict[str, Any]) -> list[PromptRecord]:
     """The distinct prompt records to evaluate on: ``--eval-prompts-file``, else the task's own ``eval_records``,
     else the last 10% of its training records, which are then removed from training (``task["prompts"]``), and
     says so."""
     from text_env import load_records
 
-    if config.eval_prompts_file is not None:
-        prompts = load_records(config.eval_prompts_file)
+    if options.eval_prompts_file is not None:
+        prompts = load_records(options.eval_prompts_file)
     elif env.eval_records:
         prompts = list(env.eval_records)
     elif len(env.records) >= 2:
@@ -54,52 +55,31 @@ def held_out_prompts(config: TrainConfig, env: Any, task: dict[str, Any]) -> lis
         prompts = list(env.records[-n_held:])
         task["prompts"] = list(env.records[:-n_held])
         print(
-            f"[setup] {config.env_id} declares no held-out prompts: evaluating on its last {n_held} of "
+            f"[setup] {options.env_id} declares no held-out prompts: evaluating on its last {n_held} of "
             f"{len(env.prompts)} prompts, set aside from training"
         )
     else:
         prompts = list(env.records)
-        print(f"[setup] {config.env_id} has one prompt and no held-out prompts: evaluating on the training prompt")
-    return prompts[: config.eval_prompts or None]
-
-
-#: TrainConfig fields that are algorithm constructor arguments: each algorithm gets those its constructor takes.
-ALGORITHM_SETTINGS = (
-    "learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "clip_range", "clip_range_high",
-    "ent_coef", "vf_coef", "max_grad_norm", "group_size", "kl_estimator", "kl_in",
-)  # fmt: skip
+        print(f"[setup] {options.env_id} has one prompt and no held-out prompts: evaluating on the training prompt")
+    return prompts[: options.eval_prompts or None]
 
 
 def build_model(config: TrainConfig, env: Any, model: Any = None) -> Any:
-    """The algorithm with the LM policy, from the config, through :func:`agents.registry.make_algorithm`.
+    """The algorithm with the LM policy, from the config, through :func:`agents.registry.make_algorithm`: its
+    settings and its KL term's constructor arguments (a KL term that comes as callbacks is added by :func:`setup`).
 
-    Critic-free algorithms also take ``kl_coef`` (their KL term); the critic-based ones get the KL penalty from
-    :class:`~agents.KLPenaltyCallback` in :func:`run`.
-
-    :param model: a model spec (e.g. a ``PretrainedConfig``) used instead of ``config.model``.
+    :param model: a model spec (e.g. a ``PretrainedConfig``) used instead of ``config.lm.model``.
     """
-    from agents.registry import applicable, get_algorithm, make_algorithm
+    from agents.registry import make_algorithm
 
-    policy_kwargs: dict[str, Any] = dict(
-        model=config.model if model is None else model,
-        temperature=config.temperature,
-        compute_dtype=config.resolved_compute_dtype(),
-        gradient_checkpointing=config.gradient_checkpointing,
-    )
-    if config.lora_r > 0:
-        policy_kwargs["lora"] = dict(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear")
-    settings = {name: getattr(config, name) for name in ALGORITHM_SETTINGS}
-    settings["gae_lambda"] = config.resolved_gae_lambda()
-    if not get_algorithm(config.algorithm).critic:
-        settings["kl_coef"] = config.kl_coef
     return make_algorithm(
         config.algorithm,
         env,
-        policy_kwargs=policy_kwargs,
-        seed=config.seed,
-        device=config.device,
+        policy_kwargs=config.lm.policy_kwargs(config.run.device, model),
+        seed=config.run.seed,
+        device=config.run.device,
         verbose=0,
-        **applicable(config.algorithm, settings),
+        **config.algorithm_kwargs(),
     )
 
 
@@ -183,7 +163,7 @@ class TrainingFailed(RuntimeError):
 def fresh_run_dir(config: TrainConfig) -> Path:
     """``<output_dir>/<name>``, or ``<name>-2``, ``-3``, ... when it holds an earlier run (unless ``--overwrite``)."""
     run_dir = config.run_dir
-    if config.overwrite or not run_dir.exists() or not any(run_dir.iterdir()):
+    if config.run.overwrite or not run_dir.exists() or not any(run_dir.iterdir()):
         return run_dir
     number = 2
     while (candidate := run_dir.with_name(f"{run_dir.name}-{number}")).exists():
@@ -202,62 +182,60 @@ def setup(config: TrainConfig) -> TrainingRun:
     from agents.common.callbacks import RolloutHistoryCallback, TimeBudgetCallback
     from agents.common.distributed import get_rank, get_world_size
     from agents.common.evaluation import TextEvalCallback
-    from agents.registry import get_algorithm
 
     started = time.monotonic()
     rank, world = get_rank(), get_world_size()
     if rank == 0:  # data parallel: rank 0 alone writes
-        config.name = fresh_run_dir(config).name
+        config.run.name = fresh_run_dir(config).name
         config.run_dir.mkdir(parents=True, exist_ok=True)
-        if config.resume is None:  # an --overwrite'n run's checkpoints would be taken for this run's
+        if config.run.resume is None:  # an --overwrite'n run's checkpoints would be taken for this run's
             for stale in (config.run_dir / "checkpoints").glob("checkpoint_*.zip"):
                 stale.unlink()
         (config.run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-        envs = f"{config.n_envs} envs" + (f" on {world} ranks" if world > 1 else "")
-        print(f"[setup] {config.algorithm} on {config.env_id} with {config.model} ({envs}, {config.device})")
-    task = config.task_kwargs()
-    eval_env = gym.make(config.env_id, **task)  # the task as the flags assemble it; it generates given prompts only
-    prompts = held_out_prompts(config, eval_env.unwrapped, task)  # may set training prompts aside in ``task``
+        envs = f"{config.task.n_envs} envs" + (f" on {world} ranks" if world > 1 else "")
+        where = f"({envs}, {config.run.device})"
+        print(f"[setup] {config.algorithm} on {config.task.env_id} with {config.lm.model} {where}")
+    task = config.env_kwargs()
+    eval_env = gym.make(config.task.env_id, **task)  # the task as the flags assemble it; generates given prompts only
+    prompts = held_out_prompts(config.task, eval_env.unwrapped, task)  # may set training prompts aside in ``task``
     local = rank_config(config)
-    env = make_vec_env(config.env_id, n_envs=local.n_envs, seed=local.seed, env_kwargs=task)
+    env = make_vec_env(config.task.env_id, n_envs=local.task.n_envs, seed=local.run.seed, env_kwargs=task)
     resumed_kl: Any = None
     resumed: dict[str, Any] = {}
-    if config.resume is not None:
+    if config.run.resume is not None:
         model, resumed_kl, resumed = resume_model(config, local, env)
     else:
         model = build_model(local, env)
     if rank == 0:
-        formats = ["csv"] + (["tensorboard"] if config.tensorboard_log else [])
+        formats = ["csv"] + (["tensorboard"] if config.run.tensorboard_log else [])
         logs = config.run_dir / ("logs" if not resumed else f"logs/resumed-{model.num_timesteps}")
-        model.set_logger(configure(str(config.tensorboard_log or logs), formats))
+        model.set_logger(configure(str(config.run.tensorboard_log or logs), formats))
     else:
         model.set_logger(Logger(folder=None, output_formats=[]))
 
     # One reference (the initial policy; with LoRA the same model with adapters off), shared by the KL term and the
-    # evaluation. The group algorithms hold their own KL term and reference.
-    callbacks: list[Any] = []
-    if get_algorithm(config.algorithm).critic and resumed_kl is not None:  # the controller and reference, as saved
-        callbacks.append(resumed_kl)
+    # evaluation: the algorithm's own when it holds one, else the resumed KL callback's, else a new one. The KL
+    # term is the algorithm's own or callbacks its settings make (a resumed KL callback continues as saved).
+    reference = getattr(model, "reference", None)
+    if resumed_kl is not None:
         reference = resumed_kl.reference
-    elif get_algorithm(config.algorithm).critic:
+    elif reference is None:
         reference = ReferenceModel(model.policy)
-        callbacks.append(KLPenaltyCallback(config.kl_coef, config.kl_target, config.kl_horizon, reference=reference))
-    else:
-        reference = model.reference if model.reference is not None else ReferenceModel(model.policy)
+    callbacks = [resumed_kl] if resumed_kl is not None else config.settings.kl_callbacks(config.kl, reference)
     evaluation = None  # data parallel: rank 0 alone evaluates
     if rank == 0:
         evaluation = TextEvalCallback(
             eval_env,
-            prompts * config.eval_samples,  # repeated in blocks: the first samples are distinct prompts
-            every_n_rollouts=config.eval_every,
+            prompts * config.task.eval_samples,  # repeated in blocks: the first samples are distinct prompts
+            every_n_rollouts=config.task.eval_every,
             reference=reference,
-            batch_size=config.eval_batch_size,
+            batch_size=config.task.eval_batch_size,
         )
         print(f"[setup] model and envs ready in {time.monotonic() - started:.0f} s")
-    budget_seconds = config.budget_minutes * 60 - float(resumed.get("train_seconds", 0.0))
+    budget_seconds = config.run.budget_minutes * 60 - float(resumed.get("train_seconds", 0.0))
     if budget_seconds <= 0:
         raise TrainingFailed(
-            f"--resume: the run already used its {config.budget_minutes} minutes; give a larger --budget-minutes.",
+            f"--resume: the run already used its {config.run.budget_minutes} minutes; give a larger --budget-minutes.",
             every_rank=True,  # the time used comes from the checkpoint every rank loaded
         )
     run = TrainingRun(
@@ -267,12 +245,12 @@ def setup(config: TrainConfig) -> TrainingRun:
     if evaluation is not None:
         evaluation.history = list(resumed.get("eval_history", []))
     run.history.rows = list(resumed.get("rollout_rows", []))
-    if config.checkpoint_every > 0:  # on every rank: each save gathers every rank's envs and random streams
+    if config.run.checkpoint_every > 0:  # on every rank: each save gathers every rank's envs and random streams
         from agents.common.checkpoint import CheckpointCallback
 
         kl_callback = next((c for c in callbacks if isinstance(c, KLPenaltyCallback)), None)
         run.checkpoints = CheckpointCallback(
-            config.run_dir / "checkpoints", config.checkpoint_every, config.keep_checkpoints, kl_callback,
+            config.run_dir / "checkpoints", config.run.checkpoint_every, config.run.keep_checkpoints, kl_callback,
             extra_state=run.checkpoint_state,
         )  # fmt: skip
     return run
@@ -287,7 +265,7 @@ def resume_model(config: TrainConfig, local: TrainConfig, env: Any) -> tuple[Any
     """
     from agents.common.checkpoint import latest_checkpoint, load_checkpoint_state
     from agents.common.distributed import all_gather_objects, broadcast_object, get_rank, get_world_size
-    from agents.registry import applicable, get_algorithm
+    from agents.registry import get_algorithm
 
     directory = config.run_dir / "checkpoints"
     newest = latest_checkpoint(directory) if get_rank() == 0 else None
@@ -297,9 +275,9 @@ def resume_model(config: TrainConfig, local: TrainConfig, env: Any) -> tuple[Any
         problem = f"no checkpoint in {directory}: start the run again instead."
     else:
         algorithm = get_algorithm(config.algorithm).algorithm_class
-        per_rank = applicable(config.algorithm, {"batch_size": local.batch_size})  # the world size may differ
+        per_rank = {name: getattr(local.settings, name) for name in local.settings.per_rank}  # the world may differ
         try:
-            loaded = load_checkpoint_state(algorithm, path, env, device=local.device, **per_rank)
+            loaded = load_checkpoint_state(algorithm, path, env, device=local.run.device, **per_rank)
         except Exception as error:  # noqa: BLE001  (a truncated or foreign file: reported by every rank below)
             problem = (
                 f"cannot load {path}: {type(error).__name__}: {error}\nDelete it to resume from the checkpoint "
@@ -319,17 +297,20 @@ def resume_model(config: TrainConfig, local: TrainConfig, env: Any) -> tuple[Any
 
 
 def rank_config(config: TrainConfig) -> TrainConfig:
-    """This rank's share of the run: ``n_envs / world`` envs, ``batch_size / world`` transitions per minibatch,
-    seed ``seed + rank`` and the rank's device; ``config`` itself (unchanged) in a single process."""
+    """This rank's share of the run: ``n_envs / world`` envs, the algorithm's per-rank totals divided
+    (:meth:`~agents.common.settings.AlgorithmSettings.for_rank`, e.g. ``batch_size``), seed ``seed + rank`` and the
+    rank's device; ``config`` itself (unchanged) in a single process."""
     from agents.common.distributed import get_rank, get_world_size, init_distributed
 
     world = get_world_size()
     if world == 1:
         return config
-    local = copy.copy(config)  # no __post_init__: the checks are the global config's
-    local.n_envs, local.batch_size = config.n_envs // world, config.batch_size // world
-    local.seed = config.seed + get_rank()
-    local.device = str(init_distributed(config.device))  # already initialized: the rank's device (cuda:LOCAL_RANK)
+    # Copies without __post_init__: the checks are the global config's.
+    local, task, run = copy.copy(config), copy.copy(config.task), copy.copy(config.run)
+    task.n_envs = config.task.n_envs // world
+    run.seed = config.run.seed + get_rank()
+    run.device = str(init_distributed(config.run.device))  # already initialized: the rank's device (cuda:LOCAL_RANK)
+    local.task, local.run, local.settings = task, run, config.settings.for_rank(world)
     return local
 
 
@@ -345,8 +326,8 @@ def learn(run: TrainingRun) -> float:
         callbacks.append(DataParallelCallback())  # last: it sees the advantages after the KL penalty
     callbacks.append(run.checkpoints)
     run.train_started = time.monotonic()
-    resuming = run.config.resume is not None
-    steps = run.config.total_timesteps - (run.model.num_timesteps if resuming else 0)
+    resuming = run.config.run.resume is not None
+    steps = run.config.run.total_timesteps - (run.model.num_timesteps if resuming else 0)
     try:
         run.model.learn(
             steps, callback=CallbackList([c for c in callbacks if c is not None]), reset_num_timesteps=not resuming
@@ -370,27 +351,26 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
     """Export the model, plot the curves, write and print the summary; returns the summary."""
     from agents import export_pretrained
     from agents.common.distributed import get_world_size
-    from agents.registry import ALGORITHMS
 
     config, evaluation = run.config, run.evaluation
     export_pretrained(run.model, config.run_dir / "model", tokenizer=run.eval_env.unwrapped.tokenizer)
     plot_training(config.run_dir / "training.png", run.history.rows, evaluation.history)
     shown = run.prompts[:5]  # the first completions are one per distinct prompt (prompts repeat in blocks)
     summary = {
-        "env_id": config.env_id,
+        "env_id": config.task.env_id,
         "algorithm": config.algorithm,
-        "model": config.model,
-        "seed": config.seed,
+        "model": config.lm.model,
+        "seed": config.run.seed,
         "world_size": get_world_size(),
-        "compute_dtype": config.resolved_compute_dtype(),
-        "gae_lambda": config.resolved_gae_lambda() if ALGORITHMS[config.algorithm].critic else None,
-        "budget_minutes": config.budget_minutes,
+        "compute_dtype": config.lm.resolved_compute_dtype(config.run.device),
+        "algorithm_settings": config.algorithm_kwargs(),  # as trained: defaults resolved, the KL term's included
+        "budget_minutes": config.run.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens
         "train_seconds": round(train_seconds, 1),
         "wall_clock_seconds": round(time.monotonic() - run.started, 1),
         "versions": package_versions(),
         "held_out_prompts": len(run.prompts),
-        "samples_per_prompt": config.eval_samples,
+        "samples_per_prompt": config.task.eval_samples,
         "before": evaluation.history[0],
         "after": evaluation.history[-1],
         "final_kl_coef": run.history.rows[-1].get("kl/coef") if run.history.rows else None,
@@ -462,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from agents.common.distributed import get_rank, init_distributed
 
-    init_distributed(config.device)  # torchrun's RANK, WORLD_SIZE, MASTER_ADDR/PORT; gloo on CPU, NCCL on CUDA
+    init_distributed(config.run.device)  # torchrun's RANK, WORLD_SIZE, MASTER_ADDR/PORT; gloo on CPU, NCCL on CUDA
     try:
         run(config)
     except TrainingFailed as error:

@@ -4,9 +4,11 @@ SB3's ``collect_rollouts`` calls the policy once per token with the whole observ
 re-encodes the full context; with this one, a call costs one token per row, like ``model.generate``.
 
 Layout: row ``b``'s real tokens are right-aligned in the cache (left padding before them, masked out). A step
-appends one column to every row: the new token, or a masked column for a row whose observation did not change.
-Rows whose new observation does not extend the cached one by exactly one token (a reset, or anything unexpected)
-are re-encoded alone and spliced in; columns that are padding in every row are cropped, so the cache is never
+appends ``K`` columns to every row, ``K`` the largest number of tokens a row grew by (1 when each step writes one
+token; more when an environment appends its reply to a conversation, prefilled in the same pass): a row's new tokens
+in its last columns, masked columns elsewhere (a row whose observation did not change gets only masked ones). Rows
+whose new observation does not extend the cached one (a reset, or anything unexpected) are re-encoded alone and
+spliced in; columns that are padding in every row are cropped, so the cache is never
 wider than the longest context.
 """
 
@@ -60,8 +62,9 @@ class RowKVCache:
     """Incremental encoder of a batch of observation rows through a transformer trunk.
 
     ``step(trunk, input_ids, attention_mask)`` returns the trunk's last hidden state at each row's last real
-    token, ``(B, H)``, reusing the cache for rows that grew by one token since the previous call. The result is the
-    same as encoding every row from scratch (up to float rounding), whatever the sequence of calls.
+    token, ``(B, H)``, reusing the cache for rows that grew since the previous call (by one token, or several).
+    The result is the same as encoding every row from scratch (up to float rounding), whatever the sequence of
+    calls.
     """
 
     def __init__(self) -> None:
@@ -71,7 +74,8 @@ class RowKVCache:
         """Forget everything (call it whenever the trunk's parameters change)."""
         self.state: _CachedRows | None = None
         self.reencoded_rows = 0  # statistics: rows encoded from scratch
-        self.extended_rows = 0  # statistics: rows advanced by one cached token
+        self.extended_rows = 0  # statistics: rows advanced from the cache (by one token, or an env's reply)
+        self.extended_tokens = 0  # statistics: tokens those rows were advanced by
 
     @property
     def batch_size(self) -> int | None:
@@ -94,26 +98,31 @@ class RowKVCache:
         if bool(unchanged.all()):
             return state.hidden
         old_tokens_kept = ((state.attention_mask == 0) | ((mask == 1) & (ids == state.input_ids))).all(1)  # (B,)
-        extends = old_tokens_kept & (length == state.length + 1) & (last == state.last + 1)  # (B,)
+        growth = length - state.length  # (B,) new real tokens of each row
+        extends = old_tokens_kept & (growth >= 1) & (last == state.last + growth)  # (B,)
         if not bool(extends.any()):
             return self._encode_all(trunk, ids, mask, last, length)
 
-        # One new column for every row: the new token for rows that extend; a masked column for unchanged rows
-        # (e.g. finished episodes in a batch); garbage for the other rows, which are re-encoded below.
-        rows = torch.arange(ids.shape[0], device=ids.device)
-        new_token = ids[rows, last].unsqueeze(1)  # (B, 1)
-        kv_mask = torch.cat([state.kv_mask, extends.long().unsqueeze(1)], 1)  # (B, W+1)
+        # K new columns for every row, K the largest growth (1 when each step writes a token; more when an env
+        # appends its own reply, as a multi-turn env does): a row that grew by g puts its g new tokens in the last
+        # g columns, masked columns before them; unchanged rows (e.g. finished episodes in a batch) get K masked
+        # columns; the other rows get garbage and are re-encoded below.
+        k = int(growth[extends].max())
+        column = torch.arange(k, device=ids.device)  # (K,)
+        lead = (k - growth).clamp(min=0)  # (B,) masked columns before a row's new tokens
+        new_mask = (column[None, :] >= lead[:, None]) & extends[:, None]  # (B, K)
+        index = (last[:, None] - (k - 1) + column[None, :]).clamp(min=0)  # (B, K) the tokens' columns in ids
+        new_tokens = torch.where(new_mask, ids.gather(1, index), 0)  # (B, K)
+        positions = (state.length[:, None] - lead[:, None] + column[None, :]).clamp(min=0)  # (B, K) along the run
+        kv_mask = torch.cat([state.kv_mask, new_mask.long()], 1)  # (B, W+K)
         new_hidden, state.cache = run_with_cache(
-            trunk,
-            state.cache,
-            input_ids=new_token,
-            attention_mask=kv_mask,
-            position_ids=state.length.unsqueeze(1),  # (B, 1) the new token's position along the run
+            trunk, state.cache, input_ids=new_tokens, attention_mask=kv_mask, position_ids=positions
         )
         hidden = torch.where(extends.unsqueeze(1), new_hidden[:, -1], state.hidden)  # (B, H)
         state.kv_mask = kv_mask
-        span = state.span + 1
+        span = state.span + k
         self.extended_rows += int(extends.sum())
+        self.extended_tokens += int(growth[extends].sum())
         redo = (~(extends | unchanged)).nonzero().flatten()  # (R,)
         if redo.numel():
             hidden[redo] = self._splice_rows(state, trunk, ids, mask, last, length, redo)

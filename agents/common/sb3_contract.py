@@ -42,7 +42,10 @@ below their next major version.
    is set), ``ep_info_buffer`` and ``ep_success_buffer`` (kept likewise). ``BaseAlgorithm.load`` applies its keyword
    arguments over the saved attributes before ``_setup_model`` (``model.__dict__.update(kwargs)``), which is how a
    resume with another world size sets the per-rank ``batch_size``; ``set_random_seed`` seeds the envs through
-   ``VecEnv.seed``, applied at their next ``reset()``. [test: test_distributed, resume under torchrun]
+   ``VecEnv.seed``, applied at their next ``reset()``. An algorithm's own per-rank state (GRPO's pass over the
+   prompts) is not an SB3 attribute: it goes through the public
+   :class:`~agents.common.checkpoint.RankStateHook` (``get_rank_state`` / ``set_rank_state``), which this package
+   defines. [test: test_distributed, resume under torchrun]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from agents.grpo.buffers import GroupRolloutBuffer, GroupSamples
 from agents.grpo.grpo import GRPO
-from agents.grpo.objective import aggregate_loss, group_advantages, group_size_problems, kl_estimate
+from agents.grpo.objective import aggregate_loss, group_advantages, group_size_problems
 
 __all__ = [
     "GRPO",
@@ -11,5 +11,4 @@ __all__ = [
     "aggregate_loss",
     "group_advantages",
     "group_size_problems",
-    "kl_estimate",
 ]

@@ -21,7 +21,13 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer
 
-from agents.grpo.objective import group_advantages, group_size_problems, kl_estimate
+from agents.common.kl import kl_estimate
+from agents.grpo.objective import (
+    TOKEN_ADVANTAGES,
+    group_advantages,
+    group_size_problems,
+    reinforce_pp_advantages,
+)
 
 
 class GroupSamples(NamedTuple):
@@ -93,6 +99,7 @@ class GroupRolloutBuffer(BaseBuffer):
         self.ref_log_probs: np.ndarray | None = None  # (S, E) set by finish()
         self.completion_rewards = np.zeros((self.rounds, self.n_envs))  # (R, E) set by finish()
         self.completion_advantages = np.zeros((self.rounds, self.n_envs))  # (R, E)
+        self.token_advantages: np.ndarray | None = None  # (S, E) per-token advantages (REINFORCE++), else None
         self.keep_completion = np.ones((self.rounds, self.n_envs), dtype=bool)  # (R, E)
         self.round = 0
         super().reset()
@@ -147,6 +154,29 @@ class GroupRolloutBuffer(BaseBuffer):
         """``(R, E)`` per-completion values as ``(R, n_groups, G)``."""
         return values.reshape(self.rounds, self.n_envs // self.group_size, self.group_size)
 
+    def all_equal_groups(self) -> np.ndarray:
+        """``(R, n_groups)`` True for the groups of the rounds stored so far whose rewards are all equal (no
+        learning signal), from the stored per-token rewards."""
+        active = self.active.reshape(self.rounds, self.completion_length, self.n_envs)  # (R, T, E)
+        rewards = self.group_view((self.rewards.reshape(active.shape) * active).sum(1, dtype=np.float64))
+        return (rewards == rewards[..., :1]).all(-1)  # (R, g)
+
+    def copy_group(
+        self, round_: int, group: int, source: GroupRolloutBuffer, source_round: int, source_group: int
+    ) -> None:
+        """Replace group ``group`` of round ``round_`` by ``source``'s group ``source_group`` of ``source_round``
+        (every stored array: the transitions, log-probabilities, rewards and active slots)."""
+        T, G = self.completion_length, self.group_size
+        rows, cols = slice(round_ * T, (round_ + 1) * T), slice(group * G, (group + 1) * G)
+        source_rows, source_cols = (
+            slice(source_round * T, (source_round + 1) * T),
+            slice(source_group * G, (source_group + 1) * G),
+        )
+        for key, value in self.observations.items():
+            value[rows, cols] = source.observations[key][source_rows, source_cols]
+        for name in ("actions", "log_probs", "rewards", "active"):
+            getattr(self, name)[rows, cols] = getattr(source, name)[source_rows, source_cols]
+
     # ------------------------------------------------------------------ advantages
     def finish(
         self,
@@ -160,6 +190,9 @@ class GroupRolloutBuffer(BaseBuffer):
         """Compute each completion's reward and group-relative advantage; return rollout statistics.
 
         :param ref_log_probs: ``(S, E)`` reference log-probabilities of the stored actions (inactive rows ignored).
+        :param advantage: a group advantage (:data:`~agents.grpo.objective.GROUP_ADVANTAGES`: one per completion)
+            or a per-token one (:data:`~agents.grpo.objective.TOKEN_ADVANTAGES`: REINFORCE++, whose KL term is
+            ``-kl_coef * k1`` in each token's reward when ``kl_in_reward``).
         :param kl_in_reward: subtract ``kl_coef * sum_t k(t)`` from each completion's reward before the baseline.
         :param drop_all_equal_groups: leave groups whose rewards are all equal (advantage 0 for every member, no
             learning signal) out of the minibatches (DAPO's dynamic-sampling filter, without re-sampling).
@@ -170,6 +203,15 @@ class GroupRolloutBuffer(BaseBuffer):
         rewards = (self.rewards.reshape(active.shape) * active).sum(1, dtype=np.float64)  # (R, E)
         stats: dict[str, float] = {"score": float(rewards.mean())}
         self.ref_log_probs = ref_log_probs
+        self.token_advantages = None
+        if advantage in TOKEN_ADVANTAGES:
+            token_kl = None
+            if ref_log_probs is not None and kl_in_reward:
+                token_kl = (self.log_probs.astype(np.float64) - ref_log_probs).reshape(active.shape)  # (R, T, E) k1
+            group = self.group_size if advantage == "reinforce_pp_baseline" else None
+            per_token = reinforce_pp_advantages(rewards, active, token_kl, kl_coef, group)  # (R, T, E)
+            self.token_advantages = per_token.reshape(self.rewards.shape)  # (S, E)
+            kl_in_reward = False  # paid per token above, not from the completion's reward
         if ref_log_probs is not None:
             log_ratio = torch.as_tensor(self.log_probs.astype(np.float64) - ref_log_probs)  # (S, E)
             for name in ("k1", "k2", "k3"):
@@ -182,9 +224,12 @@ class GroupRolloutBuffer(BaseBuffer):
         groups = self.group_view(rewards)  # (R, g, G)
         all_equal = (groups == groups[..., :1]).all(-1)  # (R, g)
         self.completion_rewards = rewards
-        self.completion_advantages = group_advantages(groups, advantage).reshape(rewards.shape)
+        group_kind = "grpo" if advantage in TOKEN_ADVANTAGES else advantage  # (unused then: per-token advantages)
+        self.completion_advantages = group_advantages(groups, group_kind).reshape(rewards.shape)
         keep = ~all_equal if drop_all_equal_groups else np.ones_like(all_equal)
         self.keep_completion = np.repeat(keep, self.group_size, axis=-1).reshape(rewards.shape)
+        if advantage == "raft":  # rejection sampling: only the chosen completions are trained on
+            self.keep_completion &= self.completion_advantages > 0
         stats.update(
             group_reward_std=float(groups.std(-1, ddof=1).mean()),
             all_equal_groups=float(all_equal.mean()),
@@ -205,6 +250,7 @@ class GroupRolloutBuffer(BaseBuffer):
         starts = np.searchsorted(completion, np.arange(self.rounds * self.n_envs))  # first transition of each
         ends = np.searchsorted(completion, np.arange(self.rounds * self.n_envs), side="right")
         flat_advantages = self.completion_advantages.reshape(-1)
+        tokens = self.token_advantages  # (S, E) or None
         for start in range(0, len(order), size):
             chosen = order[start : start + size]  # (C,) flat completion ids
             picks = np.concatenate([np.arange(starts[c], ends[c]) for c in chosen])  # (N,) into rows/cols
@@ -215,7 +261,7 @@ class GroupRolloutBuffer(BaseBuffer):
                 actions=self.to_torch(self.actions[r, c]),
                 old_log_prob=self.to_torch(self.log_probs[r, c]),
                 ref_log_prob=None if self.ref_log_probs is None else self.to_torch(self.ref_log_probs[r, c]).float(),
-                advantages=self.to_torch(flat_advantages[chosen][local]).float(),
+                advantages=self.to_torch(flat_advantages[chosen][local] if tokens is None else tokens[r, c]).float(),
                 completion=self.to_torch(local),
                 n_completions=len(chosen),
             )

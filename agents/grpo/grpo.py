@@ -27,17 +27,18 @@ from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.common.kl import KL_ESTIMATORS, kl_estimate
 from agents.common.policy import CausalLMPolicy
 from agents.common.reference import ReferenceModel
 from agents.grpo.buffers import GroupRolloutBuffer
 from agents.grpo.objective import (
     ADVANTAGES,
     DEFAULT_AGGREGATION,
-    KL_ESTIMATORS,
     LOSS_AGGREGATIONS,
+    POLICY_LOSSES,
     aggregate_loss,
     group_size_problems,
-    kl_estimate,
+    policy_loss,
 )
 
 SelfGRPO = TypeVar("SelfGRPO", bound="GRPO")
@@ -74,7 +75,12 @@ class GRPO(OnPolicyAlgorithm):
         from each completion's reward before the group baseline, like :class:`~agents.KLPenaltyCallback`).
     :param loss_aggregation: ``"sequence"``, ``"constant"`` or ``"token"``; ``None``: the advantage type's own
         (``grpo``: sequence; ``dr_grpo`` and ``rloo``: constant).
-    :param drop_all_equal_groups: leave out of the update the groups whose rewards are all equal (no signal; DAPO).
+    :param drop_all_equal_groups: leave out of the update the groups whose rewards are all equal (no signal).
+    :param policy_loss: the per-token loss (:func:`~agents.grpo.objective.policy_loss`): ``"clip"`` (PPO's clipped
+        ratio per token), ``"gspo"`` (clipped sequence ratio), ``"cispo"`` (REINFORCE with the detached ratio
+        clipped from above at ``1 + clip_range_high``) or ``"nll"`` (the LM loss, for ``advantage="raft"``).
+    :param resample_rounds: DAPO's dynamic sampling: after the rollout's rounds, up to this many extra rounds are
+        sampled and their groups with a learning signal replace the groups whose rewards are all equal (0: off).
     :param target_kl: stop the epochs of an update early when the approximate KL between the rollout policy and the
         current one exceeds ``1.5 * target_kl`` (PPO's rule); ``None``: never.
 
@@ -117,6 +123,8 @@ class GRPO(OnPolicyAlgorithm):
         kl_in: str = "loss",
         loss_aggregation: str | None = None,
         drop_all_equal_groups: bool = False,
+        policy_loss: str = "clip",
+        resample_rounds: int = 0,
         target_kl: float | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -133,6 +141,10 @@ class GRPO(OnPolicyAlgorithm):
             problems.append(f"kl_estimator must be one of {KL_ESTIMATORS}, got {kl_estimator!r}")
         if kl_in not in ("loss", "reward"):
             problems.append(f"kl_in must be 'loss' or 'reward', got {kl_in!r}")
+        if policy_loss not in POLICY_LOSSES:
+            problems.append(f"policy_loss must be one of {POLICY_LOSSES}, got {policy_loss!r}")
+        if resample_rounds < 0:
+            problems.append(f"resample_rounds must be >= 0, got {resample_rounds}")
         if loss_aggregation is not None and loss_aggregation not in LOSS_AGGREGATIONS:
             problems.append(f"loss_aggregation must be one of {LOSS_AGGREGATIONS} or None, got {loss_aggregation!r}")
         problems.extend(group_size_problems(group_size))
@@ -185,6 +197,8 @@ class GRPO(OnPolicyAlgorithm):
         self.kl_in = kl_in
         self.loss_aggregation = loss_aggregation or DEFAULT_AGGREGATION[advantage]
         self.drop_all_equal_groups = drop_all_equal_groups
+        self.policy_loss = policy_loss
+        self.resample_rounds = resample_rounds
         self.target_kl = target_kl
         self.completion_length = 0  # T, read from the env in _setup_model
         self.num_prompts = 0
@@ -295,35 +309,15 @@ class GRPO(OnPolicyAlgorithm):
         self.policy.set_training_mode(False)
         rollout_buffer.reset()
         callback.on_rollout_start()
-        n_groups = env.num_envs // self.group_size
         for _ in range(rollout_buffer.rounds):
-            prompts = np.repeat(self._next_prompts(n_groups), self.group_size)  # (E,) group-major
-            env.set_options([{"prompt_index": int(index)} for index in prompts])
-            obs = env.reset()
-            writing = np.ones(env.num_envs, dtype=bool)  # (E,) the env's completion of this round is unfinished
-            for _step in range(rollout_buffer.completion_length):
-                with torch.no_grad():
-                    actions, _, log_probs = self.policy(obs_as_tensor(obs, self.device))  # type: ignore[arg-type]
-                actions_np = actions.cpu().numpy()
-                new_obs, rewards, dones, infos = env.step(actions_np)
-                self.num_timesteps += env.num_envs
-                callback.update_locals(locals())
-                if not callback.on_step():
-                    return False
-                finished = writing & dones
-                self._update_info_buffer([infos[i] for i in np.flatnonzero(writing)], dones[writing])
-                rollout_buffer.add(obs, actions_np, rewards * writing, log_probs, writing.copy())  # type: ignore[arg-type]
-                writing &= ~finished
-                obs = new_obs
-                if not writing.any():
-                    break
-            if writing.any():
-                raise RuntimeError(
-                    f"Envs {np.flatnonzero(writing).tolist()} did not finish their episode within max_new_tokens="
-                    f"{rollout_buffer.completion_length} steps: GRPO needs every episode to end by then."
-                )
-            rollout_buffer.end_round()
-        self._last_obs = obs  # type: ignore[assignment]
+            if not self._collect_round(env, callback, rollout_buffer):
+                return False
+        if self.resample_rounds > 0:
+            resampled = self._resample_all_equal_groups(env, callback, rollout_buffer)
+            if resampled is None:
+                return False
+            self.logger.record("rollout/resampled_groups", resampled[0])
+            self.logger.record("rollout/resample_rounds", resampled[1])
 
         stats = rollout_buffer.finish(
             self.advantage,
@@ -343,6 +337,69 @@ class GRPO(OnPolicyAlgorithm):
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _collect_round(self, env: VecEnv, callback: BaseCallback, buffer: GroupRolloutBuffer) -> bool:
+        """One round into ``buffer``: every env completes one episode, each group of envs on one prompt. Returns
+        False when a callback stopped training."""
+        n_groups = env.num_envs // self.group_size
+        prompts = np.repeat(self._next_prompts(n_groups), self.group_size)  # (E,) group-major
+        env.set_options([{"prompt_index": int(index)} for index in prompts])
+        obs = env.reset()
+        writing = np.ones(env.num_envs, dtype=bool)  # (E,) the env's completion of this round is unfinished
+        for _step in range(buffer.completion_length):
+            with torch.no_grad():
+                actions, _, log_probs = self.policy(obs_as_tensor(obs, self.device))  # type: ignore[arg-type]
+            actions_np = actions.cpu().numpy()
+            new_obs, rewards, dones, infos = env.step(actions_np)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            finished = writing & dones
+            self._update_info_buffer([infos[i] for i in np.flatnonzero(writing)], dones[writing])
+            buffer.add(obs, actions_np, rewards * writing, log_probs, writing.copy())  # type: ignore[arg-type]
+            writing &= ~finished
+            obs = new_obs
+            if not writing.any():
+                break
+        if writing.any():
+            raise RuntimeError(
+                f"Envs {np.flatnonzero(writing).tolist()} did not finish their episode within max_new_tokens="
+                f"{buffer.completion_length} steps: GRPO needs every episode to end by then."
+            )
+        buffer.end_round()
+        self._last_obs = obs  # type: ignore[assignment]
+        return True
+
+    def _resample_all_equal_groups(
+        self, env: VecEnv, callback: BaseCallback, buffer: GroupRolloutBuffer
+    ) -> tuple[int, int] | None:
+        """DAPO's dynamic sampling: sample up to ``resample_rounds`` extra rounds and move their groups with a
+        learning signal into the slots of the rollout's all-equal groups, until none is left. Returns (groups
+        replaced, extra rounds sampled), or None when a callback stopped training. The extra rounds' tokens count
+        as environment steps, and their all-equal groups are discarded."""
+        empty = list(zip(*np.nonzero(buffer.all_equal_groups()), strict=True))  # [(round, group)] to replace
+        if not empty:
+            return 0, 0
+        obs_space, action_space = buffer.observation_space, buffer.action_space
+        assert isinstance(obs_space, spaces.Dict) and isinstance(action_space, spaces.Discrete)
+        spare = GroupRolloutBuffer(
+            buffer.completion_length, obs_space, action_space, buffer.device,
+            n_envs=buffer.n_envs, group_size=self.group_size, completion_length=self.completion_length,
+        )  # fmt: skip  # one round
+        replaced, rounds = 0, 0
+        while empty and rounds < self.resample_rounds:
+            spare.reset()
+            if not self._collect_round(env, callback, spare):
+                return None
+            rounds += 1
+            for source_group in np.flatnonzero(~spare.all_equal_groups()[0]):
+                if not empty:
+                    break
+                round_, group = empty.pop(0)
+                buffer.copy_group(int(round_), int(group), spare, 0, int(source_group))
+                replaced += 1
+        return replaced, rounds
 
     def _reference_log_probs(self, buffer: GroupRolloutBuffer) -> np.ndarray | None:
         """``log pi_ref`` of every stored action, ``(S, E)`` (inactive rows 0): one reference pass per completion."""
@@ -375,12 +432,12 @@ class GRPO(OnPolicyAlgorithm):
             for batch in self.rollout_buffer.get(per_batch):
                 _, log_prob, entropy = self.policy.evaluate_actions(batch.observations, batch.actions)  # (N,) each
                 log_ratio = log_prob - batch.old_log_prob  # (N,)
-                ratio = torch.exp(log_ratio)  # (N,)
                 if first_ratio_deviation is None:
-                    first_ratio_deviation = float((ratio.detach() - 1).abs().max())
-                advantages = batch.advantages  # (N,)
-                clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
-                pg_per_token = -torch.min(ratio * advantages, clipped * advantages)  # (N,)
+                    first_ratio_deviation = float((log_ratio.detach().exp() - 1).abs().max())
+                pg_per_token, clipped = policy_loss(
+                    self.policy_loss, log_prob, batch.old_log_prob, batch.advantages, batch.completion,
+                    batch.n_completions, clip_low, clip_high,
+                )  # fmt: skip  # (N,) each
                 per_token = pg_per_token
                 if use_kl_loss:
                     assert batch.ref_log_prob is not None
@@ -402,9 +459,7 @@ class GRPO(OnPolicyAlgorithm):
                     approx_kl = float(kl_estimate(-log_ratio, "k3").mean())  # KL(pi_old || pi), PPO's approx_kl
                     logs["approx_kl"].append(approx_kl)
                     logs["policy_gradient_loss"].append(float(reduce(pg_per_token)))
-                    logs["clip_fraction"].append(
-                        float(((ratio < 1 - clip_low) | (ratio > 1 + clip_high)).float().mean())
-                    )
+                    logs["clip_fraction"].append(float(clipped.float().mean()))
                     logs["loss"].append(float(loss))
                     if entropy is not None:
                         logs["entropy"].append(float(entropy.mean()))

@@ -12,8 +12,18 @@ Kept free of SB3 and of the buffer so that each can be checked against its defin
     standard deviation, which up-weights prompts that are almost always solved or failed;
   - ``"rloo"`` (Ahmadian et al. 2024, "Back to Basics"): ``r_i - mean(r_j, j != i)``, the leave-one-out baseline,
     which is ``G / (G - 1) * (r_i - mean(r))``.
+  - ``"raft"`` (RAFT, Dong et al. 2023; rejection-sampling fine-tuning): 1 for the best completion of a group
+    whose rewards are not all equal, 0 for the others, trained with the LM loss (``policy_loss="nll"``).
 
-- KL estimators of ``KL(pi || pi_ref)`` from a token sampled from ``pi``, with ``log_ratio = log pi - log pi_ref``
+- Advantages per token (REINFORCE++, Hu et al. 2025, :func:`reinforce_pp_advantages`): the return-to-go of the
+  per-token reward ``-beta * k1_t`` plus the completion's reward at its last token, whitened over the rollout;
+  ``"reinforce_pp_baseline"`` subtracts each group's mean reward first.
+
+- Per-token policy losses (:func:`policy_loss`): PPO's clipped ratio, GSPO's clipped sequence ratio, CISPO's
+  clipped and detached importance weight on REINFORCE, and the LM loss.
+
+- KL estimators (:func:`agents.common.kl.kl_estimate`) of ``KL(pi || pi_ref)`` from a token sampled from ``pi``,
+  with ``log_ratio = log pi - log pi_ref``
   (Schulman 2020, "Approximating KL divergence"): ``k1 = log_ratio`` (unbiased, negative for some samples),
   ``k2 = log_ratio**2 / 2`` (biased, non-negative), ``k3 = exp(-log_ratio) + log_ratio - 1``
   (``pi_ref/pi - log(pi_ref/pi) - 1``: unbiased and non-negative; GRPO's choice in the loss).
@@ -32,11 +42,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-ADVANTAGES = ("grpo", "dr_grpo", "rloo")
-KL_ESTIMATORS = ("k1", "k2", "k3")
+#: Advantages of a completion against its group (:func:`group_advantages`).
+GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "raft")
+#: Advantages per token, from returns-to-go whitened over the rollout (:func:`reinforce_pp_advantages`).
+TOKEN_ADVANTAGES = ("reinforce_pp", "reinforce_pp_baseline")
+ADVANTAGES = GROUP_ADVANTAGES + TOKEN_ADVANTAGES
 LOSS_AGGREGATIONS = ("sequence", "constant", "token")
 #: The aggregation each advantage type is defined with.
-DEFAULT_AGGREGATION = {"grpo": "sequence", "dr_grpo": "constant", "rloo": "constant"}
+DEFAULT_AGGREGATION = {
+    "grpo": "sequence", "dr_grpo": "constant", "rloo": "constant", "raft": "token", "reinforce_pp": "token",
+    "reinforce_pp_baseline": "token",
+}  # fmt: skip
+#: The per-token policy losses (:func:`policy_loss`).
+POLICY_LOSSES = ("clip", "gspo", "cispo", "nll")
 #: Added to the group standard deviation (TRL's ``GRPOTrainer``).
 STD_EPS = 1e-4
 
@@ -70,11 +88,11 @@ def group_advantages(rewards: np.ndarray, kind: str = "grpo", eps: float = STD_E
     """Advantages of completions grouped by prompt.
 
     :param rewards: ``(..., G)``: the last axis holds the ``G >= 2`` completions of one prompt.
-    :param kind: ``"grpo"``, ``"dr_grpo"`` or ``"rloo"`` (see the module docstring).
+    :param kind: ``"grpo"``, ``"dr_grpo"``, ``"rloo"`` or ``"raft"`` (see the module docstring).
     :return: advantages, same shape as ``rewards``.
     """
-    if kind not in ADVANTAGES:
-        raise ValueError(f"advantage must be one of {ADVANTAGES}, got {kind!r}.")
+    if kind not in GROUP_ADVANTAGES:
+        raise ValueError(f"advantage must be one of {GROUP_ADVANTAGES}, got {kind!r}.")
     rewards = np.asarray(rewards, dtype=np.float64)
     size = rewards.shape[-1]
     if size < 2:
@@ -87,19 +105,90 @@ def group_advantages(rewards: np.ndarray, kind: str = "grpo", eps: float = STD_E
         return (rewards - mean) / (rewards.std(-1, ddof=1, keepdims=True) + eps)
     if kind == "dr_grpo":
         return rewards - mean
+    if kind == "raft":  # 1 for the best of each group with a signal (the first of equals), 0 for the rest
+        best = np.zeros_like(rewards)
+        np.put_along_axis(best, rewards.argmax(-1)[..., None], 1.0, axis=-1)
+        return best * (rewards != 0).any(-1, keepdims=True)  # measured from the first member: all 0 if all equal
     others_mean = (rewards.sum(-1, keepdims=True) - rewards) / (size - 1)  # (..., G) mean of the other G-1
     return rewards - others_mean
 
 
-def kl_estimate(log_ratio: torch.Tensor, estimator: str) -> torch.Tensor:
-    """Per-token estimate of ``KL(pi || pi_ref)`` from ``log_ratio = log pi(a) - log pi_ref(a)``, ``a ~ pi``."""
-    if estimator == "k1":
-        return log_ratio
-    if estimator == "k2":
-        return 0.5 * log_ratio.square()
-    if estimator == "k3":
-        return torch.expm1(-log_ratio) + log_ratio  # exp(-x) - 1 + x, accurate near 0
-    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}.")
+def reinforce_pp_advantages(
+    rewards: np.ndarray,
+    active: np.ndarray,
+    kl_per_token: np.ndarray | None = None,
+    kl_coef: float = 0.0,
+    group_size: int | None = None,
+    eps: float = 1e-8,
+) -> np.ndarray:
+    """REINFORCE++ (Hu et al. 2025) advantages per token: each token's return-to-go of the per-token reward
+    ``-kl_coef * k1_t``, plus the completion's reward at its last token, whitened over every token of the rollout.
+
+    :param rewards: ``(R, E)`` each completion's reward.
+    :param active: ``(R, T, E)`` which of the ``T`` slots hold a token of the completion.
+    :param kl_per_token: ``(R, T, E)`` ``log pi - log pi_ref`` of each token (``None``: no KL term).
+    :param group_size: REINFORCE++-baseline: subtract the mean reward of each group of ``group_size``
+        consecutive completions first (``None``: no baseline but the whitening).
+    :return: ``(R, T, E)`` advantages, 0 at inactive slots.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if group_size is not None:
+        groups = rewards.reshape(rewards.shape[0], -1, group_size)  # (R, g, G)
+        rewards = (groups - groups.mean(-1, keepdims=True)).reshape(rewards.shape)
+    active = np.asarray(active, dtype=bool)
+    per_token = np.zeros(active.shape)  # (R, T, E)
+    if kl_per_token is not None:
+        per_token -= kl_coef * np.where(active, kl_per_token, 0.0)
+    last = active.shape[1] - 1 - np.argmax(active[:, ::-1, :], axis=1)  # (R, E) last active slot
+    np.put_along_axis(
+        per_token, last[:, None, :], np.take_along_axis(per_token, last[:, None, :], 1) + rewards[:, None, :], 1
+    )
+    returns = np.flip(np.cumsum(np.flip(per_token, 1), 1), 1) * active  # (R, T, E) return-to-go, gamma = 1
+    values = returns[active]
+    return np.where(active, (returns - values.mean()) / (values.std() + eps), 0.0)
+
+
+def policy_loss(
+    kind: str,
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    completion: torch.Tensor,
+    n_completions: int,
+    clip_low: float,
+    clip_high: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token policy losses ``(N,)`` and which tokens are clipped ``(N,)`` (bool), for tokens of
+    ``n_completions`` completions sampled with ``old_log_prob``.
+
+    - ``"clip"`` (PPO, GRPO, DAPO): ``-min(rho A, clip(rho, 1 - low, 1 + high) A)`` with ``rho = pi / pi_old`` per
+      token;
+    - ``"gspo"`` (Zheng et al. 2025, GSPO): the same with the sequence ratio ``s_i = exp(mean_t log rho_{i,t})`` of
+      each token's completion (every token of a completion carries its completion's loss; aggregated by
+      ``"sequence"`` it is the paper's per-sequence objective);
+    - ``"cispo"`` (MiniMax-M1 2025): ``-sg(min(rho, 1 + high)) A log pi``: REINFORCE weighted by the importance
+      ratio clipped from above and detached, so that every token keeps its gradient;
+    - ``"nll"`` (RAFT, rejection-sampling fine-tuning): ``-A log pi``, the language-model loss of the completions
+      with ``A = 1`` (the chosen ones).
+
+    :param completion: ``(N,)`` index in ``[0, n_completions)`` of each token's completion.
+    """
+    log_ratio = log_prob - old_log_prob  # (N,)
+    if kind in ("clip", "gspo"):
+        if kind == "gspo":
+            sums = log_ratio.new_zeros(n_completions).index_add(0, completion, log_ratio)  # (C,)
+            lengths = torch.bincount(completion, minlength=n_completions).clamp(min=1)  # (C,)
+            log_ratio = (sums / lengths)[completion]  # (N,) each token's completion's mean
+        ratio = torch.exp(log_ratio)  # (N,)
+        clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+        loss = -torch.min(ratio * advantages, clipped * advantages)
+        return loss, (ratio < 1 - clip_low) | (ratio > 1 + clip_high)
+    if kind == "cispo":
+        ratio = torch.exp(log_ratio.detach())  # (N,)
+        return -torch.clamp(ratio, max=1 + clip_high) * advantages * log_prob, ratio > 1 + clip_high
+    if kind == "nll":
+        return -advantages * log_prob, torch.zeros_like(log_prob, dtype=torch.bool)
+    raise ValueError(f"policy_loss must be one of {POLICY_LOSSES}, got {kind!r}.")
 
 
 def aggregate_loss(
