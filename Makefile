@@ -10,7 +10,7 @@ TORCH_VERSION ?= 2.13.0
 #   make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup test train bench lint long-run compare compare-real bench-peer
+.PHONY: setup test train bench lint long-run compare compare-real bench-peer benchmark
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ train: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py $(BENCH_ARGS)
+
+# Algorithms x tasks x seeds with rliable's aggregates (docs/benchmark.md); resumable: run it again to continue.
+benchmark: setup
+	HF_HUB_OFFLINE=1 $(PY) -m agents.benchmark --out runs/benchmark $(BENCHMARK_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check text_env agents tests examples benchmarks

@@ -279,3 +279,42 @@ def test_budget_and_interval_are_rounded_to_whole_rollouts(capsys, no_model_load
     ]  # fmt: skip
     assert {c.task.eval_samples for c in configs} == {compare.TASK_EVAL_SAMPLES}
     assert base.task.n_envs * base.settings.n_steps == 1536
+
+
+def test_the_benchmark_aggregates_with_rliable_and_resumes_without_rerunning_a_cell(tmp_path, tiny_model_dir, capsys):
+    """Two algorithms x two seeds on the tiny task through the main job; a second call runs only the cell whose
+    result was removed, and --report-only runs nothing."""
+    pytest.importorskip("rliable", reason="the benchmark extra")
+    from agents.cli import benchmark
+
+    (tmp_path / "small.yaml").write_text(SMALL_RUNS)
+    out = tmp_path / "bench"
+    argv = [
+        "--tasks", "text_env/Vowels-v0", "--model", str(tiny_model_dir), "--config", str(tmp_path / "small.yaml"),
+        "--algorithms", "ppo", "rloo", "--seeds", "0", "1", "--budget-rollouts", "2", "--eval-every-rollouts", "1",
+        "--eval-prompts", "2", "--workers", "1", "--out", str(out),
+    ]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    assert "5 jobs to run" in capsys.readouterr().out  # 4 cells and the best-of-16 reference
+    summary = json.loads((out / "aggregate.json").read_text())
+    assert summary["missing_cells"] == 0 and set(summary["aggregate"]["algorithms"]) == {"ppo", "rloo"}
+    for name in ("ppo", "rloo"):
+        iqm = summary["aggregate"]["algorithms"][name]["iqm"]
+        assert iqm["ci95"][0] <= iqm["value"] <= iqm["ci95"][1]
+        task = summary["per_task"]["text_env/Vowels-v0"]
+        curve = json.loads((out / "cells" / "Vowels-v0" / "best_of_n.json").read_text())["curve"]
+        assert (task["base"], task["best_of_n"]) == (curve[0]["score"], curve[-1]["score"])  # n = 1 and n = 16
+        cells = [task["cells"][f"{name}-seed{s}"] for s in (0, 1)]
+        expected = [(c["after"] - task["base"]) / (task["best_of_n"] - task["base"]) for c in cells]
+        np.testing.assert_allclose(np.array(summary["normalised_scores"][name])[:, 0], expected)
+    assert "ppo,rloo" in summary["aggregate"]["probability_of_improvement"]
+    for name in ("aggregate.png", "profiles.png", "cells/Vowels-v0/frontier.png"):
+        assert (out / name).stat().st_size > 5000, name
+
+    (out / "cells" / "Vowels-v0" / "rloo-seed1.json").unlink()  # stored late: the worker's own copy brings it back
+    assert benchmark.main(argv) == 0 and "0 jobs to run" in capsys.readouterr().out
+    (out / "cells" / "Vowels-v0" / "rloo-seed1.json").unlink()  # now gone for good: run again, alone
+    assert not (out / "logs" / "Vowels-v0-rloo-seed1.json").exists()  # (the recovery moved the worker's copy)
+    assert benchmark.main(argv) == 0
+    assert "1 jobs to run" in capsys.readouterr().out
+    assert benchmark.main([*argv, "--report-only"]) == 0 and "jobs to run" not in capsys.readouterr().out

@@ -249,3 +249,17 @@ def test_grpo_groups_are_conversations_from_the_same_prompt():
     first_tokens = buffer.observations["input_ids"][0]  # (E, L) the prompts of the last round's first step
     assert (first_tokens[0] == first_tokens[1]).all() and (first_tokens[2] == first_tokens[3]).all()
     assert buffer.completion_lengths().max() <= 3  # three model turns of one token: replies are not actions
+
+
+def test_maskable_ppo_trains_on_conversations_within_the_action_masks():
+    model = make_algorithm(
+        "maskable_ppo", make_vec_env(echo_env, n_envs=2, seed=0), policy_kwargs=dict(model=tiny_gpt2_config()),
+        seed=0, n_steps=12, batch_size=12,
+    )  # fmt: skip
+    before = {n: p.detach().clone() for n, p in model.policy.named_parameters()}
+    model.learn(48)
+    assert any(not torch.equal(p, before[n]) for n, p in model.policy.named_parameters())
+    buffer = model.rollout_buffer
+    actions = buffer.actions.reshape(-1).astype(int)
+    masks = buffer.action_masks.reshape(len(actions), -1)
+    assert masks[range(len(actions)), actions].all()

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Distributions imported under another name than their normalised one.
 IMPORT_NAMES = {"pyyaml": "yaml", "vadersentiment": "vaderSentiment", "openenv_core": "openenv"}
 #: Files of the core package that import an extra's package (imported only when that task is made), and the extra.
-OPTIONAL_FILES = {"text_env/tasks/reasoning_gym.py": ("reasoning",), "text_env/serve.py": ("openenv",)}
+OPTIONAL_FILES = {
+    "text_env/tasks/reasoning_gym.py": ("reasoning",),
+    "text_env/serve.py": ("openenv",),
+    "agents/cli/benchmark.py": ("benchmark",),
+}
 #: Declared dependencies that none of our modules imports, and what needs them.
 NOT_IMPORTED = {
     "gguf": "transformers, to load the embedded model's GGUF file (text_env.embedded)",
@@ -27,6 +31,8 @@ NOT_IMPORTED = {
     "tensorboard": "SB3's logger, for --tensorboard-log",
     "rich": "SB3's progress bar, learn(progress_bar=True) (tests/test_grpo.py)",
     "ruff": "make lint",
+    "arch": "rliable's stratified bootstrap (agents/cli/benchmark.py); rliable 1.2 declares arch<8",
+    "pandas": "rliable.library's import, pinned below 3 (agents/cli/benchmark.py)",
     **dict.fromkeys(
         ("fastapi", "fastmcp", "httpx", "requests", "websockets"),
         "openenv-core's server and client (text_env/serve.py), which the Makefile installs with --no-deps",

@@ -78,13 +78,11 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
 
     torch.set_num_threads(1)
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    # The main job's settings and code path; only the step sizes and lambda differ: A2C's short rollouts are its
-    # design. No KL term for any algorithm (the critic-based ones get none here either: there is no KLPenaltyCallback).
+    # The main job's settings and code path; only the step sizes (each algorithm's own on this task, its settings
+    # class's tiny_task: A2C's short rollouts are its design) and lambda differ. No KL term for any algorithm.
     # GAE lambda 1.0: the main job's 0.5 is tuned for SmolLM2 on VADER; on this task, from a random init, it lowers
     # PPO's final reward from ~0.99 to 0.82 and MaskablePPO's to 0.67 in the budget (2026-11-25).
-    settings: dict[str, Any] = (
-        dict(n_steps=8, learning_rate=1e-3) if algorithm == "a2c" else dict(n_steps=64, learning_rate=3e-3)
-    ) | dict(gae_lambda=1.0)
+    settings: dict[str, Any] = {**ALGORITHMS[algorithm].settings.tiny_task, "gae_lambda": 1.0}
     values = dict(env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, kl_coef=0.0)
     config = TrainConfig.from_values(values | settings, strict=False)  # A2C takes no batch_size
     model = build_model(config, env, model=tiny_lm_config())

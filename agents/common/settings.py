@@ -26,12 +26,15 @@ class AlgorithmSettings:
     """The options every on-policy algorithm here takes; subclasses add their own.
 
     :cvar per_rank: options that are totals over data-parallel ranks, each rank taking ``value / world_size``.
+    :cvar tiny_task: the algorithm's step sizes on the tiny task (``agents.compare``'s tiny mode).
     """
 
     learning_rate: float = option(3.5e-4, "optimizer learning rate (TRL: 1.41e-5 full fine-tuning; LoRA takes ~10x+)")
     n_steps: int = option(48, "steps per env per rollout (48: one episode each)")
 
     per_rank: ClassVar[tuple[str, ...]] = ()
+    #: Step sizes on the tiny Vowels task from a random 2-layer model (``agents.compare``'s tiny mode).
+    tiny_task: ClassVar[dict[str, Any]] = {"n_steps": 64, "learning_rate": 3e-3}
 
     def __post_init__(self) -> None:
         raise_problems(self.problems())
@@ -128,6 +131,8 @@ class CriticSettings(AlgorithmSettings):
 @dataclass
 class A2CSettings(CriticSettings):
     """SB3 A2C: one gradient step per rollout."""
+
+    tiny_task: ClassVar[dict[str, Any]] = {"n_steps": 8, "learning_rate": 1e-3}  # short rollouts: A2C's design
 
     ent_coef: float = option(0.0, "entropy bonus (0: the KL penalty regularises)")
     vf_coef: float = option(0.1, "value loss coefficient (TRL vf_coef)")

@@ -1,0 +1,311 @@
+"""The benchmark: algorithms x tasks x seeds at an equal budget of generated tokens per task, aggregated across tasks
+with rliable (Agarwal et al. 2021: interquartile mean with stratified bootstrap intervals, performance profiles,
+probability of improvement).
+
+    python -m agents.benchmark --out runs/benchmark          # 6 algorithms x 4 tasks x 3 seeds (make benchmark)
+    python -m agents.benchmark --report-only --out runs/benchmark           # aggregate what the cells wrote
+
+Each cell (task, algorithm, seed) is one run of the main job (``agents.cli.compare_task.run_task``: the task's own
+recommended settings, SmolLM2-135M-Instruct with LoRA, held-out evaluations during and after training), in its own
+process, ``--workers`` at a time (at most the CPU count). A cell that finished is never run again: its result is
+``<out>/cells/<task>/<algorithm>-seed<seed>.json``, written last and atomically, so an interrupted benchmark resumes
+where it stopped. Per task, one best-of-16 reference from the base model (``best_of_n.json``).
+
+Scores are normalised per task: 0 is the base model's mean score and 1 its best of 16 samples per held-out prompt
+(the KL-regularised frontier's cheap reference: Gao et al. 2022), both from the task's one best-of-n job, so every
+cell of a task is on the same scale. Aggregates
+(``aggregate.json``, ``aggregate.csv``, ``aggregate.png``, ``profiles.png``) are over every (task, seed) of an
+algorithm; per task, ``<task>/frontier.png`` and ``<task>/score_vs_tokens.png`` as ``agents.compare`` draws them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.registry import ALGORITHMS
+
+#: Six algorithms covering every family: critic (PPO), group baselines (RLOO, GRPO), the 2025 variants (DAPO's
+#: dynamic sampling, CISPO) and the frontier-seeking rejection sampling (RAFT).
+BENCHMARK_ALGORITHMS = ("ppo", "rloo", "grpo", "dapo", "cispo", "raft")
+#: The sentiment task and three verifiable ones of the suite.
+BENCHMARK_TASKS = (
+    "text_env/PositiveReview-v0", "text_env/Arithmetic-v0", "text_env/Keywords-v0", "text_env/LetterCount-v0",
+)  # fmt: skip
+#: Generated tokens per cell, per task: whole rollouts of the task's settings (32 envs). Six rollouts per cell is an
+#: estimate for 6 algorithms x 4 tasks x 3 seeds in about 3 hours on 2 cores with 2 workers of one thread (the
+#: 16-minute runs of docs/tasks.md make ~60 rollouts with 2 threads); a larger budget moves every cell further from
+#: the base model and separates the algorithms more.
+BUDGET_ROLLOUTS = 6
+EVAL_EVERY_ROLLOUTS = 3
+BEST_OF_N = 16
+EVAL_PROMPTS = 32
+
+
+def cell_name(algorithm: str, seed: int) -> str:
+    return f"{algorithm}-seed{seed}"
+
+
+def task_dir(out: Path, env_id: str) -> Path:
+    return out / "cells" / env_id.split("/")[-1]
+
+
+def cell_configs(args: argparse.Namespace, env_id: str) -> tuple[Any, list[Any], int, int]:
+    """The base config of a task and one config per (algorithm, seed), the token budget and the evaluation
+    interval (whole rollouts of the task's settings)."""
+    from agents.cli.compare import NO_TIME_BUDGET_MINUTES
+    from agents.cli.config import TrainConfig, read_yaml
+
+    given = read_yaml(args.config) if args.config is not None else {}
+    values: dict[str, Any] = {**given, "env_id": env_id, "eval_prompts": args.eval_prompts, "eval_samples": 1}
+    if args.model is not None:
+        values["model"] = args.model
+    base = TrainConfig.from_values(values, "benchmark", strict=False)
+    rollout = base.task.n_envs * base.settings.n_steps
+    budget, every = args.budget_rollouts * rollout, args.eval_every_rollouts * rollout
+    runs = str(task_dir(args.out, env_id) / "runs")
+    configs = [
+        TrainConfig.from_values(
+            {
+                **values,
+                "algorithm": algorithm,
+                "seed": seed,
+                "name": cell_name(algorithm, seed),
+                "output_dir": runs,
+                "total_timesteps": budget,
+                "budget_minutes": NO_TIME_BUDGET_MINUTES,
+                "eval_every": args.eval_every_rollouts,
+                "checkpoint_every": 0,
+            },
+            "benchmark",
+            strict=False,
+        )  # fmt: skip
+        for algorithm in args.algorithms
+        for seed in args.seeds
+    ]
+    return base, configs, budget, every
+
+
+def pending_jobs(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    """The jobs of the cells (and best-of-n references) without a result yet, and the configs by job name."""
+    from agents.cli.compare import Job
+    from agents.cli.compare_task import best_of_n_reference, run_task
+
+    jobs, where = [], {}
+    for env_id in args.tasks:
+        base, configs, _, every = cell_configs(args, env_id)
+        folder = task_dir(args.out, env_id)
+        recover(args.out, f"{folder.name}-best-of-n", folder / "best_of_n.json")
+        if not (folder / "best_of_n.json").is_file():
+            reference = copy.deepcopy(base)
+            reference.run.name, reference.run.output_dir = "best-of-n", str(folder / "runs")
+            name = f"{folder.name}-best-of-n"
+            jobs.append(Job(name, best_of_n_reference, (reference, BEST_OF_N), quiet=True))
+            where[name] = folder / "best_of_n.json"
+        for config in sorted(configs, key=lambda c: list(ALGORITHMS).index(c.algorithm)):
+            result, name = folder / f"{config.run.name}.json", f"{folder.name}-{config.run.name}"
+            recover(args.out, name, result)
+            if not result.is_file():
+                jobs.append(Job(name, run_task, (config, every), quiet=True))
+                where[name] = result
+    return jobs, where
+
+
+def recover(out: Path, name: str, result: Path) -> None:
+    """Keep the result of a job that finished in a benchmark interrupted before it stored it (the worker writes
+    ``<out>/logs/<name>.json`` last and atomically)."""
+    finished = out / "logs" / f"{name}.json"
+    if finished.is_file() and not result.is_file():
+        result.parent.mkdir(parents=True, exist_ok=True)
+        finished.replace(result)
+
+
+def normalised_scores(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """Per algorithm, ``(seeds, tasks)`` final held-out scores normalised per task (0: the base model's mean score,
+    1: its best-of-16, both from the task's 16 base-model samples per held-out prompt, so every cell of a task has
+    the same scale), and per task the raw figures behind them (each cell's own first evaluation included)."""
+    per_task: dict[str, dict[str, Any]] = {}
+    scores = {algorithm: np.full((len(args.seeds), len(args.tasks)), np.nan) for algorithm in args.algorithms}
+    for t, env_id in enumerate(args.tasks):
+        folder = task_dir(args.out, env_id)
+        curve = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))["curve"]
+        base, top = curve[0]["score"], curve[-1]["score"]  # n = 1 (the base model's mean score) and the largest n
+        per_task[env_id] = {"base": base, "best_of_n": top, "cells": {}}
+        for algorithm in args.algorithms:
+            for s, seed in enumerate(args.seeds):
+                path = folder / f"{cell_name(algorithm, seed)}.json"
+                if not path.is_file():
+                    continue
+                history = json.loads(path.read_text(encoding="utf-8"))["history"]
+                before, after = history[0]["score"], history[-1]["score"]
+                scores[algorithm][s, t] = (after - base) / (top - base) if top - base > 1e-9 else np.nan
+                final = {key: history[-1].get(key) for key in ("kl", "accuracy", "distinct_2")}
+                per_task[env_id]["cells"][cell_name(algorithm, seed)] = {"before": before, "after": after, **final}
+    return scores, per_task
+
+
+def aggregate(scores: dict[str, np.ndarray], reps: int = 2000) -> dict[str, Any]:
+    """rliable's aggregates with 95% stratified bootstrap intervals: IQM, mean, median and optimality gap of the
+    normalised scores, and the probability that each algorithm improves on each other."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    complete = {name: values for name, values in scores.items() if not np.isnan(values).any()}
+    if not complete:
+        return {}
+
+    def all_four(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x), metrics.aggregate_median(x),
+                         metrics.aggregate_optimality_gap(x, 1.0)])  # fmt: skip
+
+    points, intervals = rly.get_interval_estimates(complete, all_four, reps=reps)
+    result: dict[str, Any] = {"algorithms": {}}
+    for name in complete:
+        result["algorithms"][name] = {
+            metric: {"value": float(points[name][i]), "ci95": [float(bound[i]) for bound in intervals[name]]}
+            for i, metric in enumerate(("iqm", "mean", "median", "optimality_gap"))
+        }
+    pairs = {f"{a},{b}": (complete[a], complete[b]) for a in complete for b in complete if a != b}
+    if pairs:
+        improve, improve_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=reps // 4)
+        result["probability_of_improvement"] = {
+            pair: {
+                "value": float(np.asarray(improve[pair]).reshape(-1)[0]),
+                "ci95": np.asarray(improve_ci[pair], dtype=float).reshape(2).tolist(),  # (2, 1) from rliable
+            }
+            for pair in pairs
+        }
+    return result
+
+
+def plot_aggregate(scores: dict[str, np.ndarray], result: dict[str, Any], out: Path) -> None:
+    """``aggregate.png`` (IQM and mean with their intervals) and ``profiles.png`` (performance profiles)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import library as rly
+
+    names = list(result.get("algorithms", {}))
+    if not names:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.5 * len(names) + 1.5))
+    for ax, metric in zip(axes, ("iqm", "mean"), strict=True):
+        values = [result["algorithms"][n][metric] for n in names]
+        low = [v["value"] - v["ci95"][0] for v in values]
+        high = [v["ci95"][1] - v["value"] for v in values]
+        ax.errorbar([v["value"] for v in values], range(len(names)), xerr=[low, high], fmt="o", capsize=3)
+        ax.set_yticks(range(len(names)), names)
+        ax.axvline(0, color="grey", lw=0.5)
+        ax.set(xlabel=f"{metric.upper()} of normalised score (0 base, 1 best-of-{BEST_OF_N})")
+    fig.tight_layout()
+    fig.savefig(out / "aggregate.png", dpi=110)
+    plt.close(fig)
+    thresholds = np.linspace(-0.5, 1.5, 41)
+    complete = {n: scores[n] for n in names}
+    profiles, profile_cis = rly.create_performance_profile(complete, thresholds)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        ax.plot(thresholds, profiles[name], label=name)
+        ax.fill_between(thresholds, profile_cis[name][0], profile_cis[name][1], alpha=0.15)
+    ax.set(xlabel="normalised score tau", ylabel="fraction of runs with score > tau", title="Performance profiles")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "profiles.png", dpi=110)
+    plt.close(fig)
+
+
+def report(args: argparse.Namespace, seconds: float) -> dict[str, Any]:
+    """Aggregate what the cells wrote (also after an interrupted run: missing cells are counted, not guessed)."""
+    import csv
+
+    from agents.cli import compare_report
+
+    scores, per_task = normalised_scores(args)
+    result = aggregate(scores)
+    for env_id in args.tasks:  # the per-task plots, as agents.compare draws them
+        folder = task_dir(args.out, env_id)
+        runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*-seed*.json"))]
+        if runs:
+            curve = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))["curve"]
+            compare_report.plot_frontier(runs, args.algorithms, curve, folder / "frontier.png", env_id)
+            compare_report.plot_score_vs_tokens(runs, args.algorithms, folder / "score_vs_tokens.png", env_id)
+    summary = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "machine": f"{os.cpu_count()} CPUs, {args.workers} workers x 1 thread",
+        "wall_clock_seconds": round(seconds, 1),
+        "tasks": args.tasks, "algorithms": args.algorithms, "seeds": args.seeds,
+        "budget_rollouts": args.budget_rollouts, "best_of_n": BEST_OF_N,
+        "missing_cells": int(sum(np.isnan(v).sum() for v in scores.values())),
+        "normalised_scores": {name: values.tolist() for name, values in scores.items()},
+        "aggregate": result, "per_task": per_task,
+    }  # fmt: skip
+    (args.out / "aggregate.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    with (args.out / "aggregate.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["algorithm", "iqm", "iqm_low", "iqm_high", "mean", "mean_low", "mean_high"])
+        for name, metrics_ in result.get("algorithms", {}).items():
+            iqm, mean = metrics_["iqm"], metrics_["mean"]
+            writer.writerow([name, iqm["value"], *iqm["ci95"], mean["value"], *mean["ci95"]])
+    plot_aggregate(scores, result, args.out)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m agents.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(BENCHMARK_TASKS))
+    parser.add_argument("--algorithms", nargs="+", default=list(BENCHMARK_ALGORITHMS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--budget-rollouts", type=int, default=BUDGET_ROLLOUTS,
+                        help="rollouts per cell (generated tokens: this x the task's rollout)")  # fmt: skip
+    parser.add_argument("--eval-every-rollouts", type=int, default=EVAL_EVERY_ROLLOUTS)
+    parser.add_argument("--eval-prompts", type=int, default=EVAL_PROMPTS, help="held-out prompts per evaluation")
+    parser.add_argument("--model", default=None, help="model name or directory (default: the main job's SmolLM2)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a main-job YAML config for every cell, under the task's own settings")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="cells in parallel (<= CPUs)")
+    parser.add_argument("--out", type=Path, default=Path("runs/benchmark"))
+    parser.add_argument("--report-only", action="store_true", help="aggregate what the cells wrote; run nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from agents.cli.compare import run_in_processes
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cpus = os.cpu_count() or 1
+    problems = [f"--algorithms: unknown {a!r}" for a in args.algorithms if a not in ALGORITHMS]
+    if not 1 <= args.workers <= cpus:
+        problems.append(f"--workers must be from 1 to the {cpus} CPUs of this machine, got {args.workers}")
+    if args.budget_rollouts < 1 or not 1 <= args.eval_every_rollouts <= args.budget_rollouts:
+        problems.append("--budget-rollouts must be >= 1 and --eval-every-rollouts from 1 to it")
+    try:
+        import rliable  # noqa: F401
+    except ModuleNotFoundError:
+        problems.append("the aggregation needs rliable: pip install 'text-env-rl[benchmark]'")
+    if problems:
+        parser.error("; ".join(problems))
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    if not args.report_only:
+        jobs, where = pending_jobs(args)
+        print(f"[benchmark] {len(jobs)} jobs to run ({len(where)} results missing), {args.workers} at a time")
+        done = run_in_processes(jobs, args.workers, args.out / "logs")
+        for name, result in done.items():  # each result is kept as soon as the whole run returns
+            if result is not None:
+                partial = where[name].with_suffix(".partial")
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(result, indent=1), encoding="utf-8")
+                partial.replace(where[name])
+    summary = report(args, time.monotonic() - started)
+    print(json.dumps(summary["aggregate"].get("algorithms", {}), indent=1))
+    return 0 if summary["missing_cells"] == 0 else 1
