@@ -34,6 +34,7 @@ train: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/throughput.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/multi_turn.py
 
 # Algorithms x tasks x seeds with rliable's aggregates (docs/benchmark.md); resumable: run it again to continue.
 benchmark: setup

@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 from text_env.env import TextGenerationEnv
 from text_env.multi_turn import MultiTurnEnv
+from text_env.tokenizers import end_of_turn_token_id
 
 #: Longest text an observation or a turn can hold (characters).
 MAX_TEXT = 100_000
@@ -70,7 +71,8 @@ class TurnLevelEnv(gym.Env[str, str]):
             charset.update(record.prompt)
         self.observation_space = spaces.Text(MAX_TEXT, min_length=0, charset=frozenset(charset))
         self.action_space = spaces.Text(MAX_TEXT, min_length=0, charset=frozenset(charset))
-        self._end_of_turn = max(base.stop_token_ids)  # the end-of-turn token with a chat template, else EOS
+        end_of_turn = end_of_turn_token_id(base.tokenizer) if base.chat_template else None
+        self._end_of_turn = end_of_turn if end_of_turn is not None else base.eos_token_id  # closes every turn
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:

@@ -101,22 +101,11 @@ class TrainConfig:
             for name, value in {**suggested, **values, "algorithm": algorithm}.items()
             if name in takes or name == "algorithm"
         }
-        parts = {}
-        for part, part_class in PARTS.items():
-            part_values = {}
-            for name, flag in part_fields(part_class).items():
-                if flag in merged:
-                    value = merged[flag]
-                    none_word = isinstance(value, str) and value.lower() in NONE_WORDS
-                    part_values[name] = None if none_word and _optional(part_class, name) else value
-            parts[part] = _validated(part_class, part_values, source)
-        settings_class = get_algorithm(algorithm).settings
-        settings_values = {f.name: merged[f.name] for f in dataclasses.fields(settings_class) if f.name in merged}
-        settings_values = {
-            name: None if isinstance(v, str) and v.lower() in NONE_WORDS and _optional(settings_class, name) else v
-            for name, v in settings_values.items()
+        parts = {
+            part: _validated(part_class, _values_of(part_class, merged), source) for part, part_class in PARTS.items()
         }
-        settings = _validated(settings_class, settings_values, source)
+        settings_class = get_algorithm(algorithm).settings
+        settings = _validated(settings_class, _values_of(settings_class, merged), source)
         return cls(**parts, algorithm=algorithm, settings=settings)
 
     @classmethod
@@ -232,6 +221,17 @@ def unused_options(algorithm: str, values: dict[str, Any]) -> list[str]:
             f"--{option.replace('_', '-')} does not apply to {algorithm}; it is used by {', '.join(takers)}"
         )
     return problems
+
+
+def _values_of(part_class: type, values: dict[str, Any]) -> dict[str, Any]:
+    """A part's fields from flat option values; a "none" word unsets an optional field (``--kl-target none``)."""
+    fields = {}
+    for name, flag in part_fields(part_class).items():
+        if flag in values:
+            value = values[flag]
+            unset = isinstance(value, str) and value.lower() in NONE_WORDS and _optional(part_class, name)
+            fields[name] = None if unset else value
+    return fields
 
 
 def _optional(part_class: type, name: str) -> bool:
