@@ -12,6 +12,7 @@ os.environ["TEXT_ENV_CACHE"] = str(Path(__file__).resolve().parent.parent / ".py
 import numpy as np
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 import text_env  # noqa: F401  (registers the envs)
 from agents.testing import tiny_gpt2_config  # noqa: F401  (tests import it from here)
@@ -64,3 +65,18 @@ def _embedded_model_converted():
 def _few_threads():
     torch.set_num_threads(2)
     yield
+
+
+class FirstRolloutReward(BaseCallback):
+    """Mean episode reward of the first rollout: the untrained policy's level (learning tests)."""
+
+    def __init__(self):
+        super().__init__()
+        self.initial: float | None = None
+
+    def _on_rollout_end(self):
+        if self.initial is None and self.model.ep_info_buffer:
+            self.initial = float(np.mean([info["r"] for info in self.model.ep_info_buffer]))
+
+    def _on_step(self):
+        return True

@@ -10,7 +10,7 @@ import statistics
 import numpy as np
 import pytest
 import torch
-from conftest import count_a, tiny_gpt2_config
+from conftest import FirstRolloutReward, count_a, tiny_gpt2_config
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
@@ -300,18 +300,9 @@ def test_group_algorithms_learn_the_vowels_task(advantage, compute_dtype):
         n_envs=8, group_size=4, advantage=advantage, n_steps=64, batch_size=64, n_epochs=4, learning_rate=3e-3,
         policy_kwargs=dict(model=tiny_gpt2_config(), compute_dtype=compute_dtype),
     )  # fmt: skip
-    first: list[float] = []
-
-    class FirstRollout(BaseCallback):
-        def _on_rollout_end(self):
-            if not first:
-                first.append(float(np.mean([info["r"] for info in self.model.ep_info_buffer])))
-
-        def _on_step(self):
-            return True
-
-    model.learn(10_240, callback=FirstRollout())
+    first = FirstRolloutReward()
+    model.learn(10_240, callback=first)
     final = float(np.mean([info["r"] for info in model.ep_info_buffer]))
-    assert first[0] < 0.2  # random-like start
-    assert final >= first[0] + 0.5 * (OPTIMUM - first[0]), (first[0], final)
+    assert first.initial is not None and first.initial < 0.2  # random-like start
+    assert final >= first.initial + 0.5 * (OPTIMUM - first.initial), (first.initial, final)
     assert not math.isnan(final)

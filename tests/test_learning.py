@@ -5,29 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_gpt2_config
+from conftest import FirstRolloutReward, tiny_gpt2_config
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import CausalLMPolicy, EpisodeRolloutBuffer
 
 OPTIMUM = 1.0
-
-
-class FirstRolloutReward(BaseCallback):
-    """Mean episode reward of the first rollout: the untrained policy's level."""
-
-    def __init__(self):
-        super().__init__()
-        self.initial: float | None = None
-
-    def _on_rollout_end(self):
-        if self.initial is None and self.model.ep_info_buffer:
-            self.initial = float(np.mean([info["r"] for info in self.model.ep_info_buffer]))
-
-    def _on_step(self):
-        return True
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import chat_char_tokenizer, tiny_gpt2_config
+from conftest import FirstRolloutReward, chat_char_tokenizer, tiny_gpt2_config
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3 import PPO
-from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -223,19 +222,10 @@ def test_ppo_on_conversations_keeps_whole_episodes_and_learns_to_answer():
         CausalLMPolicy, envs, policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=32, batch_size=64, n_epochs=4,
         learning_rate=3e-3, gae_lambda=1.0, rollout_buffer_class=EpisodeRolloutBuffer, seed=0,
     )  # fmt: skip
-    first: list[float] = []
-
-    class FirstRollout(BaseCallback):
-        def _on_rollout_end(self):
-            if not first:
-                first.append(float(np.mean([info["r"] for info in self.model.ep_info_buffer])))
-
-        def _on_step(self):
-            return True
-
-    model.learn(12_288, callback=FirstRollout())
+    first = FirstRolloutReward()
+    model.learn(12_288, callback=first)
     final = float(np.mean([info["r"] for info in model.ep_info_buffer]))
-    assert first[0] < 0.5 and final >= 1.5, (first, final)  # of 3
+    assert first.initial is not None and first.initial < 0.5 and final >= 1.5, (first.initial, final)  # of 3
 
 
 def test_grpo_groups_are_conversations_from_the_same_prompt():

@@ -397,7 +397,8 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         """The completion so far, decoded with special tokens skipped."""
         return str(self.tokenizer.decode(self.completion_ids().tolist(), skip_special_tokens=True))
 
-    def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+    def _write_action(self, action: Any) -> int:
+        """Check that an episode is running and ``action`` is a token id, append it to the observation; the id."""
         if not self._started:
             raise RuntimeError("step() was called before reset(): call env.reset() to start an episode.")
         if self._done:
@@ -407,6 +408,10 @@ class TextGenerationEnv(gym.Env[ObsType, int]):
         self._input_ids[position] = token
         self._attention_mask[position] = 1
         self._num_new += 1
+        return token
+
+    def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
+        token = self._write_action(action)
         wrote_stop = self.stop_on_eos and token in self.stop_token_ids
         terminated = bool(wrote_stop or self._num_new >= self.max_new_tokens)
         info = self._record_info()

@@ -131,14 +131,7 @@ class MultiTurnEnv(TextGenerationEnv):
         return obs, info
 
     def step(self, action: Any) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
-        if not self._started:
-            raise RuntimeError("step() was called before reset(): call env.reset() to start an episode.")
-        if self._done:
-            raise RuntimeError("step() was called after the episode ended: call env.reset() to start a new one.")
-        token = self._check_action(action)
-        self._input_ids[self.max_prompt_tokens + self._num_new] = token
-        self._attention_mask[self.max_prompt_tokens + self._num_new] = 1
-        self._num_new += 1
+        token = self._write_action(action)
         turn_length = self._num_new - self._turn_start
         wrote_stop = self.stop_on_eos and token in self.stop_token_ids
         room = self.max_new_tokens - self._num_new
@@ -156,8 +149,7 @@ class MultiTurnEnv(TextGenerationEnv):
         terminated, truncated = bool(reply.done), False
         if not terminated:
             reply_ids = self._reply_ids(turn_ids, reply.text)
-            turns = sum(message["role"] == "assistant" for message in self._messages)
-            if turns >= self.max_turns or len(reply_ids) >= room:  # a next turn needs one slot at least
+            if self.turns >= self.max_turns or len(reply_ids) >= room:  # a next turn needs one slot at least
                 truncated = True
             else:
                 start = self.max_prompt_tokens + self._num_new
@@ -167,7 +159,7 @@ class MultiTurnEnv(TextGenerationEnv):
                 self._num_new += len(reply_ids)
                 self._turn_start = self._num_new
                 self._messages.append({"role": "user", "content": reply.text})
-        info.update(reply=reply.text, turn=sum(message["role"] == "assistant" for message in self._messages))
+        info.update(reply=reply.text, turn=self.turns)
         if terminated or truncated:
             self._done = True
             info.update(
@@ -230,6 +222,11 @@ class MultiTurnEnv(TextGenerationEnv):
         return list(self.tokenizer(rest_of_turn + after[len(before) :], add_special_tokens=False)["input_ids"])
 
     # ------------------------------------------------------------------ views
+    @property
+    def turns(self) -> int:
+        """Model turns that ended so far in this episode."""
+        return sum(message["role"] == "assistant" for message in self._messages)
+
     def environment_token_mask(self) -> np.ndarray:
         """``(max_new_tokens,)`` True for the slots after the prompt that the environment wrote (its replies)."""
         return self._env_mask.copy()

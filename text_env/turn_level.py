@@ -101,9 +101,7 @@ class TurnLevelEnv(gym.Env[str, str]):
 
     def _turns(self) -> int:
         """Model turns the wrapped env has seen end (a single-turn env: 0 until its episode ends)."""
-        if isinstance(self.base, MultiTurnEnv):
-            return sum(message["role"] == "assistant" for message in self.base.transcript())
-        return 0
+        return self.base.turns if isinstance(self.base, MultiTurnEnv) else 0
 
     def _messages(self) -> list[dict[str, str]]:
         if isinstance(self.base, MultiTurnEnv):
