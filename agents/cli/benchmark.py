@@ -95,12 +95,17 @@ def cell_configs(args: argparse.Namespace, env_id: str) -> tuple[Any, list[Any],
 
 
 def pending_jobs(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
-    """The jobs of the cells (and best-of-n references) without a result yet, and the configs by job name."""
+    """The jobs of the cells (and best-of-n references) without a result yet, and where each stores its result.
+
+    Ordered seed-major (every best-of-n reference, then every task x algorithm at the first seed, then the next seed):
+    an interrupted benchmark has whole seeds done, a complete comparison with fewer seeds."""
     from agents.cli.compare import Job
     from agents.cli.compare_task import best_of_n_reference, run_task
 
-    jobs, where = [], {}
-    for env_id in args.tasks:
+    references: list[Any] = []
+    cells: list[tuple[tuple[int, int, int], Any]] = []  # ((seed, task, algorithm) order, job)
+    where: dict[str, Path] = {}
+    for t, env_id in enumerate(args.tasks):
         base, configs, _, every = cell_configs(args, env_id)
         folder = task_dir(args.out, env_id)
         recover(args.out, f"{folder.name}-best-of-n", folder / "best_of_n.json")
@@ -108,15 +113,16 @@ def pending_jobs(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
             reference = copy.deepcopy(base)
             reference.run.name, reference.run.output_dir = "best-of-n", str(folder / "runs")
             name = f"{folder.name}-best-of-n"
-            jobs.append(Job(name, best_of_n_reference, (reference, BEST_OF_N), quiet=True))
+            references.append(Job(name, best_of_n_reference, (reference, BEST_OF_N), quiet=True))
             where[name] = folder / "best_of_n.json"
-        for config in sorted(configs, key=lambda c: list(ALGORITHMS).index(c.algorithm)):
+        for config in configs:
             result, name = folder / f"{config.run.name}.json", f"{folder.name}-{config.run.name}"
             recover(args.out, name, result)
             if not result.is_file():
-                jobs.append(Job(name, run_task, (config, every), quiet=True))
+                order = (args.seeds.index(config.run.seed), t, list(ALGORITHMS).index(config.algorithm))
+                cells.append((order, Job(name, run_task, (config, every), quiet=True)))
                 where[name] = result
-    return jobs, where
+    return references + [job for _, job in sorted(cells, key=lambda cell: cell[0])], where
 
 
 def recover(out: Path, name: str, result: Path) -> None:
