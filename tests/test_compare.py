@@ -15,7 +15,16 @@ from conftest import tiny_gpt2_config
 from transformers import AutoModelForCausalLM
 
 from agents.cli import compare, compare_report
-from agents.common.best_of_n import best_of_n_curve, expected_best_of_n, kl_bound, n_values
+from agents.common.best_of_n import (
+    best_of_n_curve,
+    expected_best_of_n,
+    kl_bound,
+    n_values,
+    optimum_at_kl,
+    optimum_gap,
+    tilted_optimum,
+    tilted_optimum_curve,
+)
 
 
 # ---------------------------------------------------------------------------- best-of-n
@@ -50,6 +59,70 @@ def test_kl_bound_is_the_exact_kl_of_best_of_n_over_many_distinct_outcomes(n):
     exact = float(np.sum(p[p > 0] * np.log(p[p > 0] * m)))
     assert kl_bound(n) == pytest.approx(exact, abs=1e-3)
     assert kl_bound(n) <= math.log(n)
+
+
+# ---------------------------------------------------------------------------- the KL-regularised optimum
+REFERENCE_PROBS = np.array([0.5, 0.25, 0.125, 0.125])  # a categorical pi_ref over four completions
+REFERENCE_REWARDS = np.array([0.0, 1.0, 0.5, -1.0])
+
+
+def closed_form_optimum(beta):
+    """pi*(k) = p_k exp(r_k / beta) / Z: its expected reward and KL(pi* || p), exactly."""
+    tilted = REFERENCE_PROBS * np.exp(REFERENCE_REWARDS / beta)
+    tilted /= tilted.sum()
+    return float(tilted @ REFERENCE_REWARDS), float(np.sum(tilted * np.log(tilted / REFERENCE_PROBS)))
+
+
+@pytest.mark.parametrize("beta", [0.05, 0.3, 1.0, 5.0])
+def test_tilted_optimum_is_exact_on_samples_in_the_reference_proportions(beta):
+    """Samples whose frequencies are the reference's probabilities make the self-normalised estimate exact."""
+    samples = np.repeat(REFERENCE_REWARDS, (REFERENCE_PROBS * 800).astype(int))[None, :]  # (1, 800)
+    reward, kl = tilted_optimum(samples, beta)
+    assert (reward, kl) == pytest.approx(closed_form_optimum(beta), rel=1e-9, abs=1e-12)
+
+
+def test_tilted_optimum_converges_on_random_samples_and_averages_prompts():
+    rng = np.random.default_rng(0)
+    samples = rng.choice(REFERENCE_REWARDS, p=REFERENCE_PROBS, size=(8, 4000))  # 8 prompts of the same reference
+    reward, kl = tilted_optimum(samples, 0.3)
+    exact_reward, exact_kl = closed_form_optimum(0.3)
+    assert reward == pytest.approx(exact_reward, abs=0.02) and kl == pytest.approx(exact_kl, abs=0.02)
+    per_prompt = [tilted_optimum(row[None, :], 0.3) for row in samples]
+    assert reward == pytest.approx(np.mean([r for r, _ in per_prompt]))
+
+
+def test_optimum_curve_spans_base_to_best_sample_and_is_bounded_by_log_n():
+    rng = np.random.default_rng(1)
+    spaced = np.tile(np.linspace(-1, 1, 16), (6, 1))  # distinct scores, 0.13 apart: beta = 1e-3 picks the best
+    scores = rng.permuted(spaced, axis=1) + rng.uniform(0, 1, size=(6, 1))  # (6, 16), a different mean per prompt
+    curve = tilted_optimum_curve(scores)
+    kls = [p["kl"] for p in curve]
+    assert kls == sorted(kls) and all(0 <= kl <= math.log(16) + 1e-9 for kl in kls)
+    assert curve[0]["score"] == pytest.approx(scores.mean(), abs=0.01)  # beta >> spread: ~ the base (+ var / beta)
+    assert curve[-1]["score"] == pytest.approx(scores.max(1).mean(), abs=1e-6)  # beta -> 0: the best sample
+    assert curve[-1]["kl"] == pytest.approx(math.log(16), abs=1e-6)
+    assert [p["score"] for p in curve] == sorted(p["score"] for p in curve)  # more KL buys more reward
+    # On the samples' own distribution (16 equally likely outcomes per prompt) the tilted policy beats every other
+    # policy at its KL, best-of-n drawn with replacement included: its i-th lowest sample is kept with probability
+    # (i/16)^n - ((i-1)/16)^n.
+    dense = tilted_optimum_curve(scores, np.geomspace(1e-3, 1e2, 400))  # linear interpolation of a concave curve
+    ranks = np.arange(1, 17) / 16
+    for n in (2, 4, 8):
+        p = ranks**n - (ranks - 1 / 16) ** n  # (16,)
+        kl, score = float(np.sum(p * np.log(p * 16))), float(np.mean(np.sort(scores, 1) @ p))
+        assert optimum_at_kl(dense, kl) >= score
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        tilted_optimum(scores, 0.0)
+
+
+def test_gap_to_the_optimum_at_the_runs_kl_and_a_lower_bound_beyond_log_n():
+    curve = tilted_optimum_curve(np.random.default_rng(2).uniform(0, 1, size=(4, 8)))
+    middle = curve[len(curve) // 2]
+    gap, lower_bound = optimum_gap(curve, middle["kl"], middle["score"] - 0.1)
+    assert gap == pytest.approx(0.1) and not lower_bound
+    assert optimum_at_kl(curve, 10.0) is None
+    gap, lower_bound = optimum_gap(curve, 10.0, 0.5)
+    assert lower_bound and gap == pytest.approx(curve[-1]["score"] - 0.5)
 
 
 # ---------------------------------------------------------------------------- statistics, table, plots
@@ -90,8 +163,12 @@ def test_table_per_algorithm_with_ci_or_na(tmp_path):
     assert ppo["kl_mean"] == pytest.approx(4.0) and ppo["peak_rss_mib"] == 2002.0
     assert ppo["seconds_per_1k_tokens"] == pytest.approx(21.0)
     assert grpo["score_ci_low"] is None
+    assert ppo["optimum_gap_mean"] is None  # no optimum curve given
+    optimum = [{"kl": 0.0, "score": 0.1, "beta": 9.0}, {"kl": 8.0, "score": 0.9, "beta": 0.1}]
+    with_gap = compare_report.summary_rows(results, ["ppo"], optimum)[0]
+    assert with_gap["optimum_gap_mean"] == pytest.approx(0.5 - 0.6) and not with_gap["optimum_gap_lower_bound"]
     table = compare_report.format_table(rows).splitlines()
-    assert "n/a" not in table[2] and "0.600 (" in table[2]
+    assert "0.600 (n/a)" not in table[2] and "0.600 (" in table[2]
     assert "0.800 (n/a)" in table[3]
     compare_report.write_csvs(tmp_path, rows, results)
     with open(tmp_path / "comparison.csv", encoding="utf-8") as handle:
@@ -106,7 +183,9 @@ def test_plots_are_written(tmp_path):
     compare_report.plot_score_vs_tokens(results, ["ppo", "rloo"], tmp_path / "score.png", "t")
     compare_report.plot_frontier(results, ["ppo", "rloo"], curve, tmp_path / "frontier.png", "t")
     compare_report.plot_frontier(results, ["ppo"], None, tmp_path / "no_bon.png", "t")
-    for name in ("score.png", "frontier.png", "no_bon.png"):
+    optimum = tilted_optimum_curve(np.random.default_rng(0).uniform(-1, 1, size=(4, 16)))
+    compare_report.plot_frontier(results, ["ppo"], curve, tmp_path / "sqrt.png", "t", optimum, sqrt_kl=True)
+    for name in ("score.png", "frontier.png", "no_bon.png", "sqrt.png"):
         assert (tmp_path / name).stat().st_size > 5000
 
 

@@ -15,7 +15,9 @@ Scores are normalised per task: 0 is the base model's mean score and 1 its best 
 (the KL-regularised frontier's cheap reference: Gao et al. 2022), both from the task's one best-of-n job, so every
 cell of a task is on the same scale. Aggregates
 (``aggregate.json``, ``aggregate.csv``, ``aggregate.png``, ``profiles.png``) are over every (task, seed) of an
-algorithm; per task, ``<task>/frontier.png`` and ``<task>/score_vs_tokens.png`` as ``agents.compare`` draws them.
+algorithm; per task, ``<task>/frontier.png``, ``frontier_sqrt_kl.png`` (with the KL-regularised optimum estimated from
+the same base-model samples; each cell's gap to it at the cell's own KL is in ``aggregate.json``) and
+``<task>/score_vs_tokens.png`` as ``agents.compare`` draws them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.common.best_of_n import optimum_gap, tilted_optimum_curve
 from agents.registry import ALGORITHMS
 
 #: Six algorithms covering every family: critic (PPO), group baselines (RLOO, GRPO), the 2025 variants (DAPO's
@@ -142,9 +145,10 @@ def normalised_scores(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], 
     scores = {algorithm: np.full((len(args.seeds), len(args.tasks)), np.nan) for algorithm in args.algorithms}
     for t, env_id in enumerate(args.tasks):
         folder = task_dir(args.out, env_id)
-        curve = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))["curve"]
+        reference = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))
+        curve, optimum = reference["curve"], tilted_optimum_curve(reference["scores"])
         base, top = curve[0]["score"], curve[-1]["score"]  # n = 1 (the base model's mean score) and the largest n
-        per_task[env_id] = {"base": base, "best_of_n": top, "cells": {}}
+        per_task[env_id] = {"base": base, "best_of_n": top, "optimum_kl_bound": optimum[-1]["kl"], "cells": {}}
         for algorithm in args.algorithms:
             for s, seed in enumerate(args.seeds):
                 path = folder / f"{cell_name(algorithm, seed)}.json"
@@ -154,7 +158,9 @@ def normalised_scores(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], 
                 before, after = history[0]["score"], history[-1]["score"]
                 scores[algorithm][s, t] = (after - base) / (top - base) if top - base > 1e-9 else np.nan
                 final = {key: history[-1].get(key) for key in ("kl", "accuracy", "distinct_2")}
-                per_task[env_id]["cells"][cell_name(algorithm, seed)] = {"before": before, "after": after, **final}
+                gap, lower_bound = optimum_gap(optimum, history[-1]["kl"], after)
+                cell = {"before": before, "after": after, **final, "optimum_gap": gap}
+                per_task[env_id]["cells"][cell_name(algorithm, seed)] = {**cell, "optimum_gap_lower_bound": lower_bound}
     return scores, per_task
 
 
@@ -241,8 +247,10 @@ def report(args: argparse.Namespace, seconds: float) -> dict[str, Any]:
         folder = task_dir(args.out, env_id)
         runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*-seed*.json"))]
         if runs:
-            curve = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))["curve"]
-            compare_report.plot_frontier(runs, args.algorithms, curve, folder / "frontier.png", env_id)
+            reference = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))
+            curve, optimum = reference["curve"], tilted_optimum_curve(reference["scores"])
+            for name, sqrt_kl in (("frontier.png", False), ("frontier_sqrt_kl.png", True)):
+                compare_report.plot_frontier(runs, args.algorithms, curve, folder / name, env_id, optimum, sqrt_kl)
             compare_report.plot_score_vs_tokens(runs, args.algorithms, folder / "score_vs_tokens.png", env_id)
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

@@ -16,9 +16,11 @@ its own. Two modes:
   SmolLM2-135M-Instruct, LoRA, 32 envs x 48 tokens per rollout, KL penalty or the group algorithm's own KL term)
   for ``--budget-tokens`` generated tokens, evaluated on the held-out prompts every ``--eval-every-tokens``. Once
   per comparison, ``--best-of-n`` completions per held-out prompt from the base model give the best-of-n reference
-  (cached in ``best_of_n.json``). Writes ``score_vs_tokens.png``, ``frontier.png`` (held-out score against exact
-  KL, with the best-of-n curve), ``comparison.csv`` (per algorithm: final score with a 95% bootstrap CI over seeds,
-  KL, distinct-2, repetition, seconds per 1,000 generated tokens, peak RSS), ``checkpoints.csv`` (every
+  (cached in ``best_of_n.json``), and the same samples the KL-regularised optimum's reward-against-KL curve.
+  Writes ``score_vs_tokens.png``, ``frontier.png`` and ``frontier_sqrt_kl.png`` (held-out score against exact KL,
+  or its square root, with the best-of-n and optimum curves), ``comparison.csv`` (per algorithm: final score with
+  a 95% bootstrap CI over seeds, KL, distinct-2, repetition, gap to the optimum at the run's KL, seconds per 1,000
+  generated tokens, peak RSS), ``checkpoints.csv`` (every
   evaluation), ``comparison.json`` (everything), ``runs/<algorithm>-seed<seed>/`` and ``logs/``.
 """
 
@@ -43,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.common.best_of_n import tilted_optimum_curve
 from agents.common.resources import peak_rss_mib
 from agents.registry import ALGORITHMS
 
@@ -321,13 +324,15 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
     results = [result for c in configs if (result := done.get(c.run.name)) is not None]
     failed = [job.name for job in jobs if done.get(job.name) is None]
 
-    rows = report.summary_rows(results, args.algorithms)
+    curve = best_of_n["curve"] if best_of_n else None
+    optimum = tilted_optimum_curve(best_of_n["scores"]) if best_of_n else None
+    rows = report.summary_rows(results, args.algorithms, optimum)
     title = f"{base.task.env_id}, {Path(base.lm.model).name}, {budget:,} tokens per run"
     report.write_csvs(args.out, rows, results)
     if results:
         report.plot_score_vs_tokens(results, args.algorithms, args.out / "score_vs_tokens.png", title)
-    curve = best_of_n["curve"] if best_of_n else None
-    report.plot_frontier(results, args.algorithms, curve, args.out / "frontier.png", title)
+    report.plot_frontier(results, args.algorithms, curve, args.out / "frontier.png", title, optimum)
+    report.plot_frontier(results, args.algorithms, curve, args.out / "frontier_sqrt_kl.png", title, optimum, True)
     seconds = time.monotonic() - started
     machine = f"{cpu_name()}, {os.cpu_count()} CPUs, {args.workers} workers x 1 thread"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
@@ -338,7 +343,7 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
         "rollout_tokens": base.task.n_envs * base.settings.n_steps, "eval_prompts": base.task.eval_prompts,
         "samples_per_prompt": base.task.eval_samples, "best_of_n_samples": args.best_of_n, "date": date,
         "machine": machine, "wall_clock_seconds": round(seconds, 1), "versions": package_versions(), "table": rows,
-        "best_of_n": best_of_n, "failed": failed, "runs": results,
+        "best_of_n": best_of_n, "optimum": optimum, "failed": failed, "runs": results,
     }  # fmt: skip
     (args.out / "comparison.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
 

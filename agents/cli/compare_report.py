@@ -18,7 +18,8 @@ import numpy as np
 #: Columns of ``comparison.csv`` (one row per algorithm) and of the console table.
 TABLE_FIELDS = (
     "algorithm", "seeds", "tokens", "score_mean", "score_ci_low", "score_ci_high", "kl_mean", "distinct_2_mean",
-    "repetition_mean", "seconds_per_1k_tokens", "eval_seconds_mean", "peak_rss_mib",
+    "repetition_mean", "optimum_gap_mean", "optimum_gap_lower_bound", "seconds_per_1k_tokens", "eval_seconds_mean",
+    "peak_rss_mib",
 )  # fmt: skip
 #: Columns of ``checkpoints.csv`` (one row per evaluation of every run).
 CHECKPOINT_FIELDS = ("algorithm", "seed", "timesteps", "score", "kl", "distinct_2", "repetition", "ref_log_likelihood")
@@ -48,8 +49,14 @@ def _mean(runs: list[dict[str, Any]], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summary_rows(results: list[dict[str, Any]], algorithms: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per algorithm (in the given order) from its runs' final evaluations."""
+def summary_rows(
+    results: list[dict[str, Any]], algorithms: Sequence[str], optimum: list[dict[str, float]] | None = None
+) -> list[dict[str, Any]]:
+    """One row per algorithm (in the given order) from its runs' final evaluations; with the KL-regularised
+    ``optimum`` curve, the mean gap of each run's final score to the optimum at the run's own KL (a lower bound
+    where a run's KL is beyond the curve's ``log N``)."""
+    from agents.common.best_of_n import optimum_gap
+
     rows = []
     for algorithm in algorithms:
         runs = [r for r in results if r["algorithm"] == algorithm]
@@ -57,6 +64,11 @@ def summary_rows(results: list[dict[str, Any]], algorithms: Sequence[str]) -> li
             continue
         finals = [r["history"][-1]["score"] for r in runs]
         ci = bootstrap_ci(finals)
+        gaps = [
+            optimum_gap(optimum, r["history"][-1]["kl"], r["history"][-1]["score"])
+            for r in runs
+            if optimum and "kl" in r["history"][-1]
+        ]
         rows.append(
             {
                 "algorithm": algorithm,
@@ -68,6 +80,8 @@ def summary_rows(results: list[dict[str, Any]], algorithms: Sequence[str]) -> li
                 "kl_mean": _mean(runs, "kl"),
                 "distinct_2_mean": _mean(runs, "distinct_2"),
                 "repetition_mean": _mean(runs, "repetition"),
+                "optimum_gap_mean": float(np.mean([gap for gap, _ in gaps])) if gaps else None,
+                "optimum_gap_lower_bound": any(bound for _, bound in gaps),
                 "seconds_per_1k_tokens": float(np.mean([r["seconds_per_1k_tokens"] for r in runs])),
                 "eval_seconds_mean": float(np.mean([r["eval_seconds"] for r in runs])),
                 "peak_rss_mib": float(np.max([r["peak_rss_mib"] for r in runs])),
@@ -80,16 +94,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     """The console table (Markdown): CI "n/a" with one seed or no spread between seeds."""
     lines = [
         "| algorithm | seeds | held-out score (95% CI) | KL nats | distinct-2 | repetition | s / 1k tokens "
-        "| peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| gap to the optimum | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         low, high = row["score_ci_low"], row["score_ci_high"]
         ci = "n/a" if low is None else f"{low:.3f} to {high:.3f}"
+        gap = row.get("optimum_gap_mean")
+        gap_text = "n/a" if gap is None else f"{'>= ' if row['optimum_gap_lower_bound'] else ''}{gap:.3f}"
         lines.append(
             f"| {row['algorithm']} | {row['seeds']} | {row['score_mean']:.3f} ({ci}) | {row['kl_mean']:.2f} | "
             f"{row['distinct_2_mean']:.3f} | {row['repetition_mean']:.3f} | {row['seconds_per_1k_tokens']:.1f} | "
-            f"{row['peak_rss_mib']:.0f} |"
+            f"{gap_text} | {row['peak_rss_mib']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -150,12 +166,21 @@ def plot_frontier(
     best_of_n: list[dict[str, float]] | None,
     path: Path,
     title: str,
+    optimum: list[dict[str, float]] | None = None,
+    sqrt_kl: bool = False,
 ) -> None:
     """Held-out score against exact KL to the reference: one point per checkpoint and seed (each seed's checkpoints
-    joined in training order), and the best-of-n reference at its KL bound (DPO's comparison of methods, Rafailov
-    et al. 2023, https://arxiv.org/abs/2305.18290). KL on a symmetric-log axis: best-of-n lives below 2 nats."""
+    joined in training order), the best-of-n reference at its KL bound (DPO's comparison of methods, Rafailov et al.
+    2023, https://arxiv.org/abs/2305.18290) and the KL-regularised optimum estimated from the same base-model samples
+    (:func:`agents.common.best_of_n.tilted_optimum_curve`, valid up to ``log N`` nats). KL on a symmetric-log axis
+    (best-of-n lives below 2 nats), or ``sqrt_kl`` for the square root of KL (Gao et al. 2023's axis)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
+
+    def x(values: Sequence[float]) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float64)
+        return np.sqrt(np.clip(array, 0.0, None)) if sqrt_kl else array
+
     for algorithm in algorithms:
         runs = [r for r in results if r["algorithm"] == algorithm]
         color = None
@@ -163,21 +188,29 @@ def plot_frontier(
             rows = [row for row in r["history"] if "kl" in row]
             kl, score = [row["kl"] for row in rows], [row["score"] for row in rows]
             (line,) = ax.plot(
-                kl, score, "o-", ms=4, lw=0.6, alpha=0.75, color=color, label=algorithm if index == 0 else None
+                x(kl), score, "o-", ms=4, lw=0.6, alpha=0.75, color=color, label=algorithm if index == 0 else None
             )
             color = line.get_color()
     if best_of_n:
         kl, score = [p["kl_bound"] for p in best_of_n], [p["score"] for p in best_of_n]
-        ax.plot(kl, score, "k--s", ms=4, label="best-of-n from the base model (KL bound)")
+        ax.plot(x(kl), score, "k--s", ms=4, label="best-of-n from the base model (KL bound)")
         for point in best_of_n:
-            ax.annotate(f"n={point['n']}", (point["kl_bound"], point["score"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=8)  # fmt: skip
-    ax.set_xscale("symlog", linthresh=1.0)
-    largest = max([1.0, *(x for line in ax.get_lines() for x in line.get_xdata())])
-    ticks = [t for t in (0, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if t <= 1.5 * largest]
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.set(xlabel="KL(pi || pi_ref) per completion, nats (exact)", ylabel="held-out mean score", title=title)
-    ax.legend(fontsize=9)
+            ax.annotate(f"n={point['n']}", (float(x([point["kl_bound"]])[0]), point["score"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=8)  # fmt: skip
+    if optimum:
+        bound = max(point["kl"] for point in optimum)
+        ax.plot(x([p["kl"] for p in optimum]), [p["score"] for p in optimum], "-", color="0.45", lw=2,
+                label=f"KL-regularised optimum (estimated; valid to log N = {bound:.2f} nats)")  # fmt: skip
+    if sqrt_kl:
+        ax.set(xlabel="sqrt KL(pi || pi_ref) per completion, sqrt(nats) (exact KL)")
+    else:
+        ax.set_xscale("symlog", linthresh=1.0)
+        largest = max([1.0, *(x for line in ax.get_lines() for x in line.get_xdata())])
+        ticks = [t for t in (0, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64) if t <= 1.5 * largest]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set(xlabel="KL(pi || pi_ref) per completion, nats (exact)")
+    ax.set(ylabel="held-out mean score", title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -55,3 +55,62 @@ def best_of_n_curve(scores: ArrayLike) -> list[dict[str, float]]:
         {"n": n, "score": float(np.mean([expected_best_of_n(row, n) for row in matrix])), "kl_bound": kl_bound(n)}
         for n in n_values(matrix.shape[1])
     ]
+
+
+#: Temperatures of the tilted policy swept for the optimum curve, log-spaced: at ``beta`` far above the scores'
+#: spread the optimum is the base model (KL 0), far below it the best sample of each prompt (KL ``log N``).
+DEFAULT_BETAS = tuple(float(b) for b in np.geomspace(1e-3, 1e2, 121))
+
+
+def tilted_optimum(scores: ArrayLike, beta: float) -> tuple[float, float]:
+    """Expected reward and KL to the base model of the KL-regularised optimum ``pi*(y|x) ~ pi_ref(y|x) exp(r/beta)``,
+    estimated per prompt from ``N`` samples of ``pi_ref`` and averaged over prompts.
+
+    Every KL-regularised objective ``E[r] - beta KL(pi || pi_ref)`` is maximised by this tilted policy (Korbak et al.
+    2022, https://arxiv.org/abs/2205.11275; Rafailov et al. 2023). Self-normalised importance weights
+    ``w_j ~ exp(r_j / beta)`` over the samples give ``E[r] ~ sum_j w_j r_j`` and
+    ``KL ~ sum_j w_j r_j / beta - log mean_j exp(r_j / beta)`` (the KL of the weights against uniform on the
+    samples), so the estimate is at most ``log N`` nats: beyond that the samples cannot tell what the optimum does.
+    It is the exact optimum over the samples' own distribution, biased low against the population's as KL nears
+    ``log N`` (it never exceeds the best sample), where :func:`expected_best_of_n` estimates the population: near
+    ``log N``, best-of-n from the same samples can plot above it. ``scores`` is ``(prompts, N)``.
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}.")
+    matrix = np.asarray(scores, dtype=np.float64)  # (P, N)
+    if matrix.ndim != 2 or matrix.size == 0:
+        raise ValueError(f"scores must be a non-empty (prompts, samples) matrix, got shape {matrix.shape}.")
+    logits = matrix / beta  # (P, N)
+    log_normaliser = np.logaddexp.reduce(logits, axis=1, keepdims=True)  # (P, 1): log sum_j exp(r_j / beta)
+    weights = np.exp(logits - log_normaliser)  # (P, N), each row sums to 1
+    reward = (weights * matrix).sum(1)  # (P,)
+    kl = (weights * logits).sum(1) - (log_normaliser[:, 0] - np.log(matrix.shape[1]))  # (P,)
+    return float(reward.mean()), float(np.clip(kl, 0.0, None).mean())
+
+
+def tilted_optimum_curve(scores: ArrayLike, betas: ArrayLike = DEFAULT_BETAS) -> list[dict[str, float]]:
+    """:func:`tilted_optimum` for each ``beta``, ordered by KL: the reward-against-KL frontier that KL-regularised
+    RL aims at (Gao et al. 2023), estimated from the same base-model samples as :func:`best_of_n_curve`."""
+    points = [dict(zip(("score", "kl"), tilted_optimum(scores, float(beta)), strict=True)) for beta in np.ravel(betas)]
+    for point, beta in zip(points, np.ravel(betas), strict=True):
+        point["beta"] = float(beta)
+    return sorted(points, key=lambda point: (point["kl"], point["score"]))
+
+
+def optimum_at_kl(curve: list[dict[str, float]], kl: float) -> float | None:
+    """The optimum's expected reward at ``kl`` nats, interpolated along :func:`tilted_optimum_curve`; ``None``
+    beyond the curve's largest KL (``<= log N``), where the samples cannot estimate it."""
+    kls = np.array([point["kl"] for point in curve])  # ascending
+    if kl > kls[-1] + 1e-9:
+        return None
+    return float(np.interp(kl, kls, [point["score"] for point in curve]))
+
+
+def optimum_gap(curve: list[dict[str, float]], kl: float, score: float) -> tuple[float, bool]:
+    """How far ``score`` at ``kl`` nats is below the KL-regularised optimum at the same KL, and whether that is only
+    a lower bound: beyond the curve's largest KL the optimum is at least the curve's last point (its reward grows
+    with KL), so the gap there is measured to that point."""
+    at_kl = optimum_at_kl(curve, kl)
+    if at_kl is None:
+        return curve[-1]["score"] - score, True
+    return at_kl - score, False
