@@ -4,10 +4,12 @@ critic-free group algorithms.
 ``PPO(CausalLMPolicy, env, policy_kwargs=dict(model="smollm2-135m-instruct"))`` and the same with A2C, TRPO, or
 ``MaskablePPO(MaskableCausalLMPolicy, ...)``; :class:`KLPenaltyCallback` keeps the policy near its reference.
 ``GRPO(CausalLMPolicy, env, group_size=4, advantage="grpo" | "dr_grpo" | "rloo")`` needs no value head.
+``NLPO(MaskableCausalLMPolicy, env, top_p=0.9)`` is MaskablePPO within the nucleus of a copy of the policy.
 :class:`DataParallelCallback` (last in the callback list, under torchrun) trains any of them data-parallel.
 :func:`make_algorithm` builds any of them by name (:data:`ALGORITHMS`).
 
-Layout, as SB3's: ``agents/common/`` (shared pieces), ``agents/grpo/`` (one home per algorithm of ours),
+Layout, as SB3's: ``agents/common/`` (shared pieces), ``agents/grpo/`` and ``agents/nlpo.py`` (one home per
+algorithm of ours),
 ``agents/registry.py`` (name -> algorithm), ``agents/cli/`` (the command line, which the library never imports).
 """
 
@@ -32,6 +34,7 @@ from agents.common.generation import GenerationResult, generate_completions
 from agents.common.policy import CausalLMPolicy, LMPolicySettings, MaskableCausalLMPolicy
 from agents.common.reference import ReferenceModel
 from agents.grpo import GRPO
+from agents.nlpo import NLPO
 from agents.registry import ALGORITHMS, make_algorithm
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "LMPolicySettings",
     "MaskableCausalLMPolicy",
     "MaskableEpisodeRolloutBuffer",
+    "NLPO",
     "ReferenceModel",
     "export_pretrained",
     "generate_completions",

@@ -24,7 +24,7 @@ from stable_baselines3.common.policies import BasePolicy
 
 from agents.common.buffers import EpisodeRolloutBuffer, MaskableEpisodeRolloutBuffer
 from agents.common.policy import CausalLMPolicy, MaskableCausalLMPolicy
-from agents.common.settings import A2CSettings, AlgorithmSettings, PPOSettings, TRPOSettings
+from agents.common.settings import A2CSettings, AlgorithmSettings, NLPOSettings, PPOSettings, TRPOSettings
 from agents.grpo import GRPO
 from agents.grpo.settings import (
     CISPOSettings,
@@ -34,6 +34,7 @@ from agents.grpo.settings import (
     RAFTSettings,
     ReinforcePPSettings,
 )
+from agents.nlpo import NLPO
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,16 @@ class AlgorithmSpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)
 
     def hyperparameters(self) -> frozenset[str]:
-        """Keyword arguments the algorithm's constructor accepts, besides policy, env and the fixed settings."""
-        names = inspect.signature(self.algorithm_class.__init__).parameters
+        """Keyword arguments the algorithm's constructor accepts, besides policy, env and the fixed settings (those
+        of its base classes too where a constructor passes ``**kwargs`` on)."""
+        names: set[str] = set()
+        for cls in self.algorithm_class.__mro__:
+            if "__init__" not in vars(cls):
+                continue
+            parameters = inspect.signature(vars(cls)["__init__"]).parameters.values()
+            names |= {p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+            if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+                break
         return frozenset(names) - {"self", "policy", "env", "_init_setup_model", *self.fixed}
 
 
@@ -79,6 +88,13 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         MaskableEpisodeRolloutBuffer,
         PPOSettings,
         "sb3-contrib MaskablePPO: PPO within the env's action_masks()",
+    ),
+    "nlpo": AlgorithmSpec(
+        NLPO,
+        MaskableCausalLMPolicy,
+        MaskableEpisodeRolloutBuffer,
+        NLPOSettings,
+        "NLPO (RL4LMs): MaskablePPO within the top-p set of a periodically refreshed copy of the policy",
     ),
     "grpo": AlgorithmSpec(
         GRPO, CausalLMPolicy, None, GRPOSettings, "GRPO: group mean/std baseline, no critic", {"advantage": "grpo"}

@@ -21,6 +21,7 @@ SETTINGS = {
     "a2c": dict(n_steps=8),
     "trpo": dict(n_steps=16, batch_size=16),  # stock call: no attention flags needed for its double backward
     "maskable_ppo": dict(n_steps=16, batch_size=16, n_epochs=2),
+    "nlpo": dict(n_steps=16, batch_size=16, n_epochs=2, mask_update_interval=1),
     "grpo": dict(group_size=2, n_steps=8, batch_size=8, kl_coef=0.1),
     "dr_grpo": dict(group_size=2, n_steps=8, batch_size=8),
     "rloo": dict(group_size=2, n_steps=8, batch_size=8),

@@ -141,3 +141,28 @@ def test_grpo_resumes_exactly_with_its_own_per_rank_state(tmp_path):
     edited, _, _ = load_checkpoint_state(GRPO, tmp_path / "edited.zip", make_env())
     assert edited.get_rank_state()["prompt_cursor"] == 1
     assert list(edited.get_rank_state()["prompt_order"]) == list(own["algorithm"]["prompt_order"])
+
+
+def test_nlpo_resumes_exactly_with_its_mask_model(tmp_path):
+    """The checkpoint falls between two refreshes of NLPO's mask model (every 3 rollouts): the resumed run masks
+    with the saved copy, refreshes on the same schedule and ends on the straight run's weights."""
+    from agents.nlpo import NLPO
+    from agents.registry import make_algorithm
+
+    def make_nlpo():
+        return make_algorithm(
+            "nlpo", make_env(), policy_kwargs=dict(model=tiny_gpt2_config()), n_steps=16, batch_size=16, n_epochs=2,
+            learning_rate=3e-3, top_p=0.5, mask_update_interval=3, seed=0,
+        )  # fmt: skip
+
+    straight = make_nlpo()
+    straight.learn(6 * 32)  # six rollouts of 2 envs x 16: refreshes before the 1st and the 4th
+    first = make_nlpo()
+    first.learn(2 * 32)
+    save_checkpoint(first, tmp_path / "nlpo.zip")
+    resumed, _ = load_checkpoint(NLPO, tmp_path / "nlpo.zip", make_env())
+    resumed.learn(4 * 32, reset_num_timesteps=False)
+    for (name, p), q in zip(straight.policy.state_dict().items(), resumed.policy.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    for name, tensor in straight.mask_model.state_dict().items():
+        assert torch.equal(tensor, resumed.mask_model.state_dict()[name]), name

@@ -90,11 +90,16 @@ def scenario_ppo(rank: int, model_dir: str) -> dict:
 
 
 def scenario_a2c_maskable(rank: int, model_dir: str) -> dict:
-    """A2C (one step per rollout) and MaskablePPO (its own buffer and masks) keep identical weights too."""
+    """A2C (one step per rollout), MaskablePPO (its own buffer and masks) and NLPO (masks from a copy of the policy,
+    refreshed at every rollout) keep identical weights too."""
     from agents import DataParallelCallback, KLPenaltyCallback
 
     results = {}
-    for algorithm, settings in (("a2c", dict(n_steps=8)), ("maskable_ppo", dict(n_steps=8, batch_size=8))):
+    for algorithm, settings in (
+        ("a2c", dict(n_steps=8)),
+        ("maskable_ppo", dict(n_steps=8, batch_size=8)),
+        ("nlpo", dict(n_steps=8, batch_size=8, mask_update_interval=1)),
+    ):
         model = _ppo(model_dir, 2, 100 * rank, rank, algorithm=algorithm, learning_rate=1e-3, **settings)
         model.learn(64, callback=[KLPenaltyCallback(kl_coef=0.1), DataParallelCallback()])
         results[algorithm] = _state(model)
@@ -359,7 +364,7 @@ def test_ppo_weights_stay_bitwise_identical_and_early_stop_stops_every_rank(sess
     assert len(set(rank0["kl_coefs"])) > 1
 
 
-def test_a2c_and_maskable_ppo_weights_stay_bitwise_identical(session):
+def test_a2c_maskable_ppo_and_nlpo_weights_stay_bitwise_identical(session):
     rank0, rank1 = session["a2c_maskable"]
     _no_crash([rank0, rank1])
     for algorithm, state in rank0.items():

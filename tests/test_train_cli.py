@@ -178,11 +178,14 @@ def test_yaml_config_then_flags(tmp_path):
         TrainConfig.from_yaml(path)
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "rloo"])
+@pytest.mark.parametrize("algorithm", ["ppo", "rloo", "nlpo"])
 def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     model_dir = tmp_path / "tiny"
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
-    group = ["--group-size", "2", "--kl-estimator", "k3", "--kl-in", "loss"] if algorithm == "rloo" else []
+    group = {
+        "rloo": ["--group-size", "2", "--kl-estimator", "k3", "--kl-in", "loss"],
+        "nlpo": ["--top-p", "0.8", "--mask-update-interval", "2"],
+    }.get(algorithm, [])
     argv = ["--algorithm", algorithm, *group, "--env-id", "text_env/Vowels-v0", "--model", str(model_dir),
         "--budget-minutes", "0.1", "--n-envs", "4", "--n-steps", "16", "--batch-size", "32", "--eval-prompts", "4",
         "--eval-every", "2",
@@ -194,7 +197,7 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
     assert summary["algorithm"] == algorithm and summary["seed"] == 0 and "torch" in summary["versions"]
     gae_lambda = summary["algorithm_settings"].get("gae_lambda")
-    assert gae_lambda == (1.0 if algorithm == "ppo" else None)  # Vowels-v0's own; RLOO has no critic
+    assert gae_lambda == (None if algorithm == "rloo" else 1.0)  # Vowels-v0's own; RLOO has no critic
     assert (run / "training.png").stat().st_size > 1000
     assert (run / "model" / "config.json").is_file() and (run / "logs" / "progress.csv").is_file()
     assert AutoModelForCausalLM.from_pretrained(run / "model").config.n_layer == 2

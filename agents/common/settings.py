@@ -157,6 +157,22 @@ class PPOSettings(A2CSettings):
 
 
 @dataclass
+class NLPOSettings(PPOSettings):
+    """NLPO (RL4LMs): MaskablePPO within the top-p set of a periodically refreshed copy of the policy."""
+
+    top_p: float = option(0.9, "nucleus mass of the mask model's top-p set (RL4LMs: 0.9)")
+    mask_update_interval: int = option(
+        20, "rollouts between refreshes of the mask model from the policy (RL4LMs target_update_iterations: 20)"
+    )
+
+    def problems(self) -> list[str]:
+        problems = super().problems() + at_least(self, {"mask_update_interval": 1})
+        if not 0.0 < self.top_p <= 1.0:
+            problems.append(f"--top-p must be in (0, 1], got {self.top_p}")
+        return problems
+
+
+@dataclass
 class TRPOSettings(CriticSettings):
     """sb3-contrib TRPO: a KL trust region, stepped by a line search outside the optimizer (single process)."""
 
