@@ -469,6 +469,16 @@ def torchrun_cli(cwd: Path, argv: list[str]) -> subprocess.CompletedProcess:
     return done
 
 
+def cli_argv(model_dir: Path, output_dir: Path, total: int) -> list[str]:
+    """The tiny task on 2 ranks: rollouts of 4 envs x 8 = 32 env steps, a checkpoint at every rollout start."""
+    return [
+        "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--n-envs", "4", "--n-steps", "8",
+        "--batch-size", "16", "--eval-prompts", "4", "--eval-every", "100", "--checkpoint-every", "1",
+        "--budget-minutes", "10", "--compute-dtype", "float32", "--total-timesteps", str(total),
+        "--output-dir", str(output_dir), "--name", "t",
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def cli_runs(tmp_path_factory) -> dict:
     """Three CLI runs on 2 ranks, rollouts of 4 envs x 8 = 32 env steps, a checkpoint at every rollout start:
@@ -483,14 +493,9 @@ def cli_runs(tmp_path_factory) -> dict:
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
 
     def argv(name: str, total: int) -> list[str]:
-        return [
-            "--env-id", "text_env/Vowels-v0", "--model", str(model_dir), "--n-envs", "4", "--n-steps", "8",
-            "--batch-size", "16", "--eval-prompts", "4", "--eval-every", "100", "--checkpoint-every", "1",
-            "--budget-minutes", "10", "--compute-dtype", "float32", "--total-timesteps", str(total),
-            "--output-dir", str(root / name), "--name", "t",
-        ]  # fmt: skip
+        return cli_argv(model_dir, root / name, total)
 
-    runs: dict = {}
+    runs: dict = {"root": root, "model_dir": model_dir}
     for name, total in (("straight", 96), ("cut", 64)):
         runs[f"{name}_out"] = torchrun_cli(root, argv(name, total))
         runs[name] = root / name / "t"
@@ -615,3 +620,101 @@ def test_the_cli_under_torchrun_checks_the_split_before_loading_a_model(argv, me
         parse_config(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- Ray Train (python -m agents.train_ray)
+def ray_cli(cwd: Path, argv: list[str], **env_vars: str) -> subprocess.CompletedProcess:
+    """``python -m agents.train_ray --workers 2 ARGV`` on a local Ray bound to 127.0.0.1; must exit 0."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=root, **env_vars)
+    command = [sys.executable, "-m", "agents.train_ray", "--workers", "2", *argv]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _exported(run: Path) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(run / "model").state_dict()
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    first, second = _exported(a), _exported(b)
+    for name, tensor in first.items():
+        assert torch.equal(tensor, second[name]), name
+
+
+def test_ray_train_workers_end_on_the_torchrun_ranks_weights(cli_runs):
+    """The same options on 2 Ray Train workers and on 2 torchrun ranks: bitwise-identical weights."""
+    root = cli_runs["root"]
+    ray_cli(root, cli_argv(cli_runs["model_dir"], root / "ray", 96))
+    run = root / "ray" / "t"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["timesteps"] == 96
+    assert summary["launcher"]["name"] == "ray" and summary["launcher"]["restarts"] == 0
+    _assert_same_weights(cli_runs["straight"], run)
+
+
+def test_ray_restarts_a_killed_worker_from_the_checkpoint_and_ends_exactly(cli_runs):
+    """Rank 1 is SIGKILLed once the checkpoint at 32 env steps exists: Ray restarts the workers, which resume from
+    the newest checkpoint and end on the straight run's weights, one restart recorded."""
+    from agents.cli.train_ray import FAULT_ENV
+
+    root = cli_runs["root"]
+    argv = ["--max-failures", "1", *cli_argv(cli_runs["model_dir"], root / "ray_killed", 96)]
+    out = ray_cli(root, argv, **{FAULT_ENV: "32"})
+    run = root / "ray_killed" / "t"
+    attempts = [json.loads(line) for line in (run / "ray_attempts.jsonl").read_text().splitlines()]
+    assert [attempt["resumed"] for attempt in attempts] == [False, True]
+    assert "resuming from" in out.stdout + out.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["timesteps"] == 96 and summary["launcher"]["restarts"] == 1
+    _assert_same_weights(cli_runs["straight"], run)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--workers", "64"], "need 64 CPUs; this machine has"),
+        (["--max-failures", "2", "--checkpoint-every", "0"], "--max-failures restarts from the newest checkpoint"),
+        (["--workers", "2", "--n-envs", "3"], "n_envs=3 is a total over 2 ranks"),
+        (["--workers", "2", "--algorithm", "trpo"], "trpo does not train data-parallel"),
+    ],
+)
+def test_the_ray_launcher_refuses_bad_input_before_starting_ray(argv, message, capsys, monkeypatch):
+    from agents.cli import train_ray
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        train_ray.parse(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert "WORLD_SIZE" not in os.environ  # the check's world size does not leak
+
+
+def test_the_ray_launcher_names_the_extra_when_ray_is_missing(capsys, monkeypatch):
+    import importlib.util
+
+    from agents.cli import train_ray
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real_find_spec(name))
+    with pytest.raises(SystemExit):
+        train_ray.parse([])
+    assert "pip install 'text-env-rl[ray]'" in capsys.readouterr().err
+
+
+def test_the_ray_launcher_oversubscribes_only_when_asked(monkeypatch, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from agents.cli import train_ray
+    from agents.testing import tiny_gpt2_config
+
+    AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(tmp_path / "tiny")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    argv = ["--workers", "4", "--env-id", "text_env/Vowels-v0", "--model", str(tmp_path / "tiny"), "--n-envs", "8"]
+    with pytest.raises(SystemExit):
+        train_ray.parse(argv)
+    args, config, train_argv = train_ray.parse([*argv, "--allow-oversubscribe"])
+    assert args.workers == 4 and config.task.n_envs == 8 and "--workers" not in train_argv

@@ -22,6 +22,7 @@ OPTIONAL_FILES = {
     "text_env/tasks/reasoning_gym.py": ("reasoning",),
     "text_env/serve.py": ("openenv",),
     "agents/cli/benchmark.py": ("benchmark",),
+    "agents/cli/train_ray.py": ("ray",),
 }
 #: Declared dependencies that none of our modules imports, and what needs them.
 NOT_IMPORTED = {
