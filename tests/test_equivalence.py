@@ -201,3 +201,113 @@ def test_the_kv_cache_goes_by_the_name_the_trunk_takes(trunk_class):
     trunk, cache = trunk_class(), DynamicCache()
     hidden, returned = run_with_cache(trunk, cache, input_ids=torch.ones(2, 3), attention_mask=torch.ones(2, 3))
     assert list(trunk.received.values()) == [cache] and returned is cache and hidden.shape == (2, 3, 1)
+
+
+# ---------------------------------------------------------------------------- one pass per shared prompt
+def test_shared_prompt_clusters_choose_the_groups_that_save_the_most():
+    from agents.common.sequences import shared_prompt_clusters
+
+    system = list(range(40, 50))  # a shared system prompt of 10 tokens, then two prompts of 9 more
+    first, second = [*system, *range(60, 69)], [*system, *range(70, 79)]
+    rows = [[*first, 5, 6], [*first, 7], [*first, 8, 9, 10], [*second, 5], [*second, 6, 6], [9] * 12, [*system, 3]]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])  # left padding, as observations
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    cluster, prefix = shared_prompt_clusters(ids, mask)
+    groups = {tuple(sorted((cluster == c).nonzero().flatten().tolist())): int(prefix[c]) for c in cluster.unique()}
+    # each prompt's completions share the whole prompt (19 tokens, one before the shortest row's end), not just the
+    # system prompt; the row that is the system prompt alone is too short to join, the unrelated row stays alone
+    assert groups == {(0, 1, 2): 19, (3, 4): 19, (5,): 0, (6,): 0}
+    cluster, prefix = shared_prompt_clusters(ids, mask, min_shared=20)
+    assert prefix.tolist() == [0] * len(prefix)  # nothing long enough to share
+
+
+def group_envs(prompts, group_size):
+    """One env per (prompt, member): every prompt's episodes start identically, as GRPO's groups do."""
+    return DummyVecEnv(
+        [
+            (lambda p=prompt: TextGenerationEnv(
+                [p], "char", lambda p, c: np.zeros(len(c)), max_prompt_tokens=40, max_new_tokens=7
+            ))
+            for prompt in prompts
+            for _ in range(group_size)
+        ]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("config", ["gpt2", "llama"])
+def test_one_pass_per_shared_prompt_matches_one_pass_per_episode(config):
+    """Log-probs, values and entropies within 1e-5 (float32), gradients within 1e-5 relative, against episodes
+    encoded whole; two prompts that share a system prompt, four completions each, rows ending at random."""
+    from agents.testing import tiny_llama_config
+
+    model = (
+        tiny_gpt2_config()
+        if config == "gpt2"
+        else tiny_llama_config(vocab_size=100, bos_token_id=2, eos_token_id=1, pad_token_id=1)
+    )
+    envs = group_envs(["You are kind. The movie was", "You are kind. Plot twist: the"], group_size=4)
+    shared = PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=model), seed=0).policy
+    whole = PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=model, share_prompts=False), seed=0).policy
+    whole.load_state_dict(shared.state_dict())
+    with torch.no_grad():
+        for policy in (shared, whole):
+            policy.value_head.weight.copy_(torch.linspace(-1, 1, policy.value_head.in_features))
+    observations, actions = random_trajectory(envs, steps=14, seed=2)
+    obs = {k: torch.as_tensor(np.concatenate([o[k] for o in observations])) for k in observations[0]}  # (N, L)
+    act = torch.as_tensor(np.concatenate(actions))  # (N,)
+    outputs = {}
+    for name, policy in (("shared", shared), ("whole", whole)):
+        policy.optimizer.zero_grad()
+        values, log_prob, entropy = policy.evaluate_actions(obs, act)
+        (log_prob.mean() + values.mean() + 0.1 * entropy.mean()).backward()
+        grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+        outputs[name] = (values.detach(), log_prob.detach(), entropy.detach(), grads)
+    for a, b in zip(outputs["shared"][:3], outputs["whole"][:3], strict=True):
+        torch.testing.assert_close(a, b, **TOLERANCE)
+    grads_shared, grads_whole = outputs["shared"][3], outputs["whole"][3]
+    assert grads_shared.keys() == grads_whole.keys() and grads_shared
+    for name, grad in grads_whole.items():
+        torch.testing.assert_close(grads_shared[name], grad, rtol=1e-5, atol=1e-6 * float(grad.abs().max()) + 1e-9)
+
+    from agents.common.sequences import shared_prompt_clusters  # the prompts really were shared
+
+    roots, _ = group_by_prefix(obs["input_ids"], obs["attention_mask"], act)
+    ids, mask = obs["input_ids"][roots.unique()], obs["attention_mask"][roots.unique()]
+    _, prefix = shared_prompt_clusters(ids, mask)
+    # one cluster per prompt, sharing the prompt but its last token (an episode that just began is the prompt alone,
+    # and every row keeps a token of its own)
+    assert sorted(prefix.tolist()) == [len("You are kind. The movie was") - 1, len("You are kind. Plot twist: the") - 1]
+
+
+def test_the_reference_shares_prompts_too():
+    from agents import ReferenceModel
+
+    envs = group_envs(["You are kind. The movie was"], group_size=4)
+    policies = [
+        PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=tiny_gpt2_config(), share_prompts=flag), seed=0).policy
+        for flag in (True, False)
+    ]
+    observations, actions = random_trajectory(envs, steps=10, seed=3)
+    obs = {k: torch.as_tensor(np.concatenate([o[k] for o in observations])) for k in observations[0]}
+    act = torch.as_tensor(np.concatenate(actions))
+    shared, whole = (ReferenceModel(policy).log_probs(obs, act) for policy in policies)
+    torch.testing.assert_close(shared, whole, **TOLERANCE)
+
+
+def test_the_rollout_cache_encodes_a_groups_prompt_once():
+    envs = group_envs(["You are kind. The movie was", "You are kind. Plot twist: the"], group_size=4)
+    fast = PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=tiny_gpt2_config()), seed=0).policy
+    naive = PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=tiny_gpt2_config(), kv_cache=False), seed=0).policy
+    naive.load_state_dict(fast.state_dict())
+    observations, _ = random_trajectory(envs, steps=12, seed=4)
+    fast.set_training_mode(False)
+    with torch.no_grad():
+        for obs in observations:
+            obs_t = {k: torch.as_tensor(v) for k, v in obs.items()}
+            fast_logits, _ = fast.cached_outputs(obs_t, fast.rollout_caches)
+            naive_logits, _ = naive.cached_outputs(obs_t, naive.rollout_caches)
+            torch.testing.assert_close(fast_logits, naive_logits, **TOLERANCE)
+    stats = fast.rollout_caches.stats()
+    assert stats["reencoded_rows"] >= 8  # the first step: all 8 envs start
+    assert stats["encoded_rows"] < stats["reencoded_rows"]  # identical starts were encoded once

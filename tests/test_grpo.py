@@ -142,6 +142,24 @@ def test_each_group_completes_one_prompt_and_only_complete_episodes_are_stored(v
     assert len(model.ep_info_buffer) == lengths.size
 
 
+def test_minibatches_hold_whole_groups_in_a_random_order():
+    """Each group's completions stay together (one pass over their prompt in the update), the groups shuffled."""
+    model = make_grpo(n_envs=6, group_size=3, n_steps=16)  # 2 rounds x 2 groups of 3
+    model.learn(1)
+    orders = []
+    for _ in range(8):
+        batches = list(model.rollout_buffer.get(3))  # one group's worth of completions per minibatch
+        prompts = []
+        for batch in batches:
+            starts = torch.cat([torch.ones(1, dtype=torch.bool), batch.completion[1:] != batch.completion[:-1]])
+            ids, mask = batch.observations["input_ids"][starts], batch.observations["attention_mask"][starts]
+            same = [torch.equal(ids[0], row) and torch.equal(mask[0], m) for row, m in zip(ids, mask, strict=True)]
+            assert all(same), "a minibatch of one group: one prompt"
+            prompts.append(ids[0].tolist())
+        orders.append(tuple(map(tuple, prompts)))
+    assert len(batches) == 4 and len(set(orders)) > 1  # four groups, not always in the same order
+
+
 class FirstEpochLogProbs(BaseCallback):
     """At the end of the first rollout (before any update), every stored token's log-probability as the update
     path recomputes it (one full forward pass per completion), next to the one stored at sampling time."""

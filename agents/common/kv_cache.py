@@ -74,6 +74,7 @@ class RowKVCache:
         """Forget everything (call it whenever the trunk's parameters change)."""
         self.state: _CachedRows | None = None
         self.reencoded_rows = 0  # statistics: rows encoded from scratch
+        self.encoded_rows = 0  # statistics: distinct rows among them (one pass per prompt of a group)
         self.extended_rows = 0  # statistics: rows advanced from the cache (by one token, or an env's reply)
         self.extended_tokens = 0  # statistics: tokens those rows were advanced by
 
@@ -135,27 +136,34 @@ class RowKVCache:
     def _encode(
         self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor
     ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """Encode rows right-aligned to their longest context: cache, its mask ``(R, m)``, hidden ``(R, H)``."""
+        """Encode rows right-aligned to their longest context: cache, its mask ``(R, m)``, hidden ``(R, H)``.
+
+        Identical rows (the envs of one GRPO group at the start of their episodes: one prompt) are encoded once
+        and their keys and values copied to each."""
         width = int(length.max())
         index = last[:, None] - (width - 1) + torch.arange(width, device=ids.device)[None, :]  # (R, m)
         inside = index >= 0
         index = index.clamp(min=0)
-        run_ids = ids.gather(1, index)  # (R, m)
+        run_ids = ids.gather(1, index) * inside  # (R, m)
         run_mask = mask.gather(1, index) * inside  # (R, m)
+        distinct, copy_of = torch.unique(torch.cat([run_ids, run_mask], 1), dim=0, return_inverse=True)  # (U, 2m)
         hidden, cache = run_with_cache(
             trunk,
             DynamicCache(),
-            input_ids=run_ids,
-            attention_mask=run_mask,
-            position_ids=position_ids_from_mask(run_mask),
+            input_ids=distinct[:, :width],
+            attention_mask=distinct[:, width:],
+            position_ids=position_ids_from_mask(distinct[:, width:]),
         )
+        self.encoded_rows += len(distinct)
         for layer in cache.layers:
             if type(layer) is not DynamicLayer:
                 raise TypeError(
                     f"RowKVCache supports full-attention DynamicCache layers, got {type(layer).__name__}; "
                     "pass kv_cache=False to the policy for this model."
                 )
-        return cache, run_mask, hidden[:, -1]
+            keys, values = _keys_values(layer)
+            layer.keys, layer.values = keys[copy_of], values[copy_of]  # (R, heads, m, d)
+        return cache, run_mask, hidden[copy_of, -1]
 
     def _encode_all(
         self, trunk: nn.Module, ids: torch.Tensor, mask: torch.Tensor, last: torch.Tensor, length: torch.Tensor
@@ -254,12 +262,14 @@ class PolicyCaches:
         self.value.clear()
 
     def stats(self) -> dict[str, int]:
-        """The policy trunk's cache: rows encoded from scratch and rows advanced by one cached token since the last
-        :meth:`clear`, and the cache's current ``rows`` x ``width`` (columns of keys and values; 0 when empty)."""
+        """The policy trunk's cache: rows encoded from scratch (and how many distinct ones were run) and rows advanced
+        by one cached token since the last :meth:`clear`, and the cache's current ``rows`` x ``width`` (columns of
+        keys and values; 0 when empty)."""
         cache = self.policy
         rows, width = (0, 0) if cache.kv_mask is None else tuple(cache.kv_mask.shape)
         return {
             "reencoded_rows": cache.reencoded_rows,
+            "encoded_rows": cache.encoded_rows,
             "extended_rows": cache.extended_rows,
             "rows": int(rows),
             "width": int(width),

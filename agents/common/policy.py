@@ -32,8 +32,10 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-from agents.common.kv_cache import PolicyCaches
+from agents.common.kv_cache import PolicyCaches, run_with_cache
 from agents.common.models import (
     ModelSpec,
     activation_checkpointing,
@@ -53,6 +55,7 @@ from agents.common.sequences import (
     group_by_prefix,
     observation_tokens,
     position_ids_from_mask,
+    shared_prompt_clusters,
 )
 from agents.common.token_distribution import log_prob_and_entropy
 
@@ -131,11 +134,15 @@ def last_token_hidden(
     mask: torch.Tensor,
     actions: torch.Tensor | None = None,
     share_prefixes: bool = True,
+    share_prompts: bool = False,
 ) -> list[torch.Tensor]:
     """Each trunk's last hidden state at each row's last real token, ``(B, H)`` per trunk, from full forward passes.
 
     With ``share_prefixes``, rows that are prefixes of a longer row (one episode) reuse its forward pass
     (:func:`~agents.common.sequences.group_by_prefix`); columns that are padding in every forwarded row are trimmed.
+    With ``share_prompts`` too, episodes that start with the same tokens (the completions of one prompt: a GRPO
+    group) encode them once and attend to that pass's keys and values (:func:`shared_prompt_hidden`); gradients
+    flow back into the one prompt pass.
     """
     if share_prefixes:
         root, position = group_by_prefix(ids, mask, actions)  # (B,), (B,)
@@ -148,13 +155,83 @@ def last_token_hidden(
     start, stop = int(first.min()), int(last.max()) + 1
     root_ids = ids[roots, start:stop]  # (R, T)
     root_mask = root_mask[:, start:stop]  # (R, T)
-    positions = position_ids_from_mask(root_mask)  # (R, T)
     gather_at = position - start  # (B,)
+    if share_prompts and share_prefixes and len(roots) > 1:
+        cluster, prefix = shared_prompt_clusters(root_ids, root_mask)  # (R,), (C,)
+        if bool((prefix > 0).any()):
+            run_index = gather_at - (first[slot] - start)  # (B,) index of each row's position within its root's run
+            return [
+                shared_prompt_hidden(trunk, root_ids, root_mask, cluster, prefix, slot, run_index) for trunk in trunks
+            ]
+    positions = position_ids_from_mask(root_mask)  # (R, T)
     outputs = []
     for trunk in trunks:
         hidden = trunk(input_ids=root_ids, attention_mask=root_mask, position_ids=positions, use_cache=False)
         outputs.append(hidden.last_hidden_state[slot, gather_at])  # (B, H)
     return outputs
+
+
+def shared_prompt_hidden(
+    trunk: nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    cluster: torch.Tensor,
+    prefix: torch.Tensor,
+    slot: torch.Tensor,
+    run_index: torch.Tensor,
+) -> torch.Tensor:
+    """The trunk's hidden states ``(B, H)`` at ``run_index`` (an index along the real tokens) of row ``slot`` of
+    ``ids``/``mask`` ``(R, T)``, encoding each cluster's shared prefix once (``cluster`` (R,), ``prefix`` (C,) from
+    :func:`~agents.common.sequences.shared_prompt_clusters`).
+
+    Two passes: the prefixes of the clusters that share one, left-padded to ``P`` columns with a KV cache; then
+    every row's remaining tokens, right-padded, attending to its cluster's cached prefix (rows alone attend to a
+    masked one). Equal to one pass over the whole rows up to float rounding (tests/test_policy.py).
+    """
+    first, _, length = context_bounds(mask)
+    rows, width = ids.shape
+    device = ids.device
+    row_prefix = prefix[cluster]  # (R,) tokens of each row in its cluster's prefix (0: none)
+    sharing = (prefix > 0).nonzero().flatten()  # (C',) clusters with a prefix
+    leader = torch.full((len(prefix),), -1, dtype=torch.long, device=device)
+    leader.scatter_reduce_(0, cluster, torch.arange(rows, device=device), reduce="amax")  # (C,) one row per cluster
+    # Pass 1: the shared prefixes, right-aligned (left padding) in P columns.
+    p_max = int(prefix.max())
+    column = torch.arange(p_max, device=device)  # (P,)
+    lead = p_max - prefix[sharing]  # (C',) padding columns before each prefix
+    source = first[leader[sharing], None] + (column[None, :] - lead[:, None]).clamp(min=0)  # (C', P)
+    prefix_mask = (column[None, :] >= lead[:, None]).long()  # (C', P)
+    prefix_ids = ids[leader[sharing]].gather(1, source.clamp(max=width - 1)) * prefix_mask  # (C', P)
+    prefix_hidden, cache = run_with_cache(
+        trunk, DynamicCache(), input_ids=prefix_ids, attention_mask=prefix_mask,
+        position_ids=position_ids_from_mask(prefix_mask),
+    )  # fmt: skip
+    # Pass 2: each row's own tokens after its prefix, left-aligned (right padding) in S columns.
+    where_in_sharing = torch.full((len(prefix),), 0, dtype=torch.long, device=device)
+    where_in_sharing[sharing] = torch.arange(len(sharing), device=device)
+    cache_row = where_in_sharing[cluster]  # (R,) the cached prefix each row attends to (masked when it has none)
+    own = length - row_prefix  # (R,) >= 1
+    s_max = int(own.max())
+    step = torch.arange(s_max, device=device)  # (S,)
+    suffix_mask = (step[None, :] < own[:, None]).long()  # (R, S)
+    suffix_ids = ids.gather(1, ((first + row_prefix)[:, None] + step[None, :]).clamp(max=width - 1)) * suffix_mask
+    for layer in cache.layers:
+        if type(layer) is not DynamicLayer:
+            raise TypeError(f"share_prompts supports full-attention DynamicCache layers, got {type(layer).__name__}.")
+        assert layer.keys is not None and layer.values is not None  # filled by pass 1
+        layer.keys, layer.values = layer.keys[cache_row], layer.values[cache_row]  # (R, heads, P, d)
+    attended = prefix_mask[cache_row] * (row_prefix > 0).long()[:, None]  # (R, P)
+    suffix_hidden, _ = run_with_cache(
+        trunk, cache, input_ids=suffix_ids, attention_mask=torch.cat([attended, suffix_mask], 1),
+        position_ids=row_prefix[:, None] + step[None, :],
+    )  # fmt: skip
+    # Row i's position: in its cluster's prefix pass, or in its own pass.
+    in_prefix = run_index < row_prefix[slot]  # (B,)
+    prefix_column = (p_max - row_prefix[slot] + run_index).clamp(min=0, max=p_max - 1)  # (B,)
+    own_column = (run_index - row_prefix[slot]).clamp(min=0, max=s_max - 1)  # (B,)
+    from_prefix = prefix_hidden[cache_row[slot], prefix_column]  # (B, H)
+    from_own = suffix_hidden[slot, own_column]  # (B, H)
+    return torch.where(in_prefix[:, None], from_prefix, from_own)
 
 
 @dataclass
@@ -178,6 +255,9 @@ class LMPolicySettings:
     :param kv_cache: keep a KV cache per env row across rollout steps (default True).
     :param share_prefixes: score all transitions of an episode with one forward pass in updates (default True).
         False evaluates each transition on its own: the naive path, kept for benchmarks and equivalence tests.
+    :param share_prompts: in updates and the reference, encode the prompt that several episodes start with (a GRPO
+        group's completions) once and let each episode attend to it (default True; needs ``share_prefixes``; off
+        while gradient checkpointing recomputes the layers, which cannot keep a KV cache).
     :param gradient_checkpointing: recompute each transformer layer's activations in the backward pass of updates
         instead of keeping them (transformers' activation checkpointing): a lower memory peak for about one more
         trunk forward pass per update. Rollouts, the reference and ``get_distribution`` (TRPO's double backward)
@@ -191,6 +271,7 @@ class LMPolicySettings:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     kv_cache: bool = True
     share_prefixes: bool = True
+    share_prompts: bool = True
     value_head: bool = True
     compute_dtype: str = "float32"
     gradient_checkpointing: bool = False
@@ -230,6 +311,7 @@ class CausalLMPolicyBase:
     model_kwargs: dict[str, Any]
     kv_cache: bool
     share_prefixes: bool
+    share_prompts: bool
     has_value_head: bool
     compute_dtype: str
     gradient_checkpointing: bool
@@ -413,13 +495,16 @@ class CausalLMPolicyBase:
         self, ids: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None, checkpoint: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits ``(B, V)`` and values ``(B, 1)`` at each row's last token, from full forward passes
-        (one per episode with ``share_prefixes``). With ``gradient_checkpointing`` and gradients on, the layers
-        recompute their activations in the backward pass, unless ``checkpoint`` is False."""
+        (one per episode with ``share_prefixes``, one per shared prompt with ``share_prompts``). With
+        ``gradient_checkpointing`` and gradients on, the layers recompute their activations in the backward pass,
+        unless ``checkpoint`` is False."""
         trunks = [self.trunk] if self.value_trunk is None else [self.trunk, self.value_trunk]
         recompute = self.gradient_checkpointing and checkpoint and torch.is_grad_enabled()
         checkpointing = activation_checkpointing(self.lm, self.value_lm) if recompute else contextlib.nullcontext()
         with self.trunk_precision(), checkpointing:
-            hidden = last_token_hidden(trunks, ids, mask, actions, share_prefixes=self.share_prefixes)
+            hidden = last_token_hidden(
+                trunks, ids, mask, actions, self.share_prefixes, share_prompts=self.share_prompts and not recompute
+            )
         return self._head_outputs(hidden[0], hidden[-1])
 
     # ------------------------------------------------------------------ SB3's policy methods

@@ -91,7 +91,9 @@ class ReferenceModel:
             for start in range(0, ids.shape[0], self.chunk_rows):
                 rows = slice(start, start + self.chunk_rows)
                 chunk_actions = None if action_rows is None else action_rows[rows]
-                (hidden,) = last_token_hidden([self.trunk], ids[rows], mask[rows], chunk_actions)  # (b, H)
+                (hidden,) = last_token_hidden(
+                    [self.trunk], ids[rows], mask[rows], chunk_actions, share_prompts=self.policy.share_prompts
+                )  # (b, H)
                 hidden = hidden.to(model_dtype(self.head))  # the head outside autocast, in its weights' dtype
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
                     logits = self.head(hidden).float() / self.policy.temperature  # (b, V)

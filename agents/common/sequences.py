@@ -132,3 +132,55 @@ def group_by_prefix(
     root = torch.where(ok, root, rows)
     position = first[root] + length - 1  # (B,)
     return root, position
+
+
+#: The shortest common prefix worth its own pass in :func:`shared_prompt_clusters`.
+MIN_SHARED_TOKENS = 8
+
+
+def shared_prompt_clusters(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, min_shared: int = MIN_SHARED_TOKENS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group rows that start with the same tokens (the completions of one prompt) and the prefix each group shares,
+    chosen to save the most tokens: a group of ``n`` rows sharing ``p`` tokens saves ``(n - 1) p`` token positions
+    when the prefix is encoded once.
+
+    Rows are sorted by their real tokens; the common prefix of neighbours splits the sorted list recursively at its
+    weakest link wherever the two halves save more than the whole (so completions of two prompts that share only a
+    system prompt form two groups, each sharing its whole prompt). A prefix stops one token before its shortest
+    row's end (every row keeps a token of its own), and one shorter than ``min_shared`` is not shared.
+
+    :return: ``cluster`` (B,) the group of each row, and ``prefix`` (C,) the number of real tokens its rows share
+        (0: a row alone, encoded whole).
+    """
+    ids, mask = input_ids.long(), attention_mask.long()  # (B, L)
+    batch, width = ids.shape
+    first, last, length = context_bounds(mask)
+    index = first[:, None] + torch.arange(width, device=ids.device)[None, :]  # (B, L)
+    aligned = torch.where(index <= last[:, None], ids.gather(1, index.clamp(max=width - 1)), -1)  # (B, L) from 0
+    _, rank = torch.unique(aligned, dim=0, return_inverse=True)  # lexicographic rank of each row
+    order = torch.argsort(rank, stable=True)  # (B,)
+    ordered, ordered_length = aligned[order], length[order]
+    same = (ordered[1:] == ordered[:-1]) & (ordered[1:] >= 0)  # (B-1, L)
+    common_tokens = same.long().cumprod(1).sum(1)  # (B-1,) common prefix of sorted neighbours
+    shortest = torch.minimum(ordered_length[1:], ordered_length[:-1])  # (B-1,)
+    common: list[int] = torch.minimum(common_tokens, shortest - 1).tolist()
+
+    def split(start: int, stop: int) -> list[tuple[int, int, int]]:
+        """Groups ``(start, stop, prefix)`` of the sorted rows ``start:stop`` that save the most positions."""
+        if stop - start == 1:
+            return [(start, stop, 0)]
+        links = common[start : stop - 1]
+        weakest = start + min(range(len(links)), key=links.__getitem__)
+        shared = min(links) if min(links) >= min_shared else 0
+        parts = split(start, weakest + 1) + split(weakest + 1, stop)
+        if (stop - start - 1) * shared >= sum((b - a - 1) * p for a, b, p in parts) and shared > 0:
+            return [(start, stop, shared)]
+        return parts
+
+    cluster = torch.empty(batch, dtype=torch.long, device=ids.device)
+    prefixes = []
+    for number, (start, stop, shared) in enumerate(split(0, batch)):
+        cluster[order[start:stop]] = number
+        prefixes.append(shared)
+    return cluster, torch.tensor(prefixes, dtype=torch.long, device=ids.device)
