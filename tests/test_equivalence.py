@@ -12,7 +12,7 @@ from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from agents import CausalLMPolicy, EpisodeRolloutBuffer
-from agents.common.kv_cache import run_with_cache
+from agents.common.kv_cache import RowKVCache, run_with_cache
 from agents.common.sequences import group_by_prefix
 from text_env import TextGenerationEnv
 
@@ -311,3 +311,44 @@ def test_the_rollout_cache_encodes_a_groups_prompt_once():
     stats = fast.rollout_caches.stats()
     assert stats["reencoded_rows"] >= 8  # the first step: all 8 envs start
     assert stats["encoded_rows"] < stats["reencoded_rows"]  # identical starts were encoded once
+
+
+@pytest.mark.parametrize("config", ["gpt2", "llama", "llama-lora"])
+def test_bf16_decode_steps_with_cast_weights_equal_autocast_casting_at_every_call(config):
+    """The bf16 rollout runs a twin of the trunk whose matmul weights are already bf16: the same logits as the trunk
+    under autocast, which casts them at every call, bit for bit; the twin shares every other tensor."""
+    from agents.common.models import low_precision_twin
+    from agents.testing import tiny_llama_config
+
+    model = (
+        tiny_gpt2_config()
+        if config == "gpt2"
+        else tiny_llama_config(vocab_size=100, bos_token_id=2, eos_token_id=1, pad_token_id=1)
+    )
+    lora = dict(r=4) if config == "llama-lora" else None
+    envs = vec_env()
+    policy = PPO(
+        CausalLMPolicy, envs, policy_kwargs=dict(model=model, compute_dtype="bfloat16", lora=lora), seed=0
+    ).policy
+    twin = low_precision_twin(policy.trunk, torch.bfloat16)
+    casted = [p for p in twin.parameters() if p.dtype == torch.bfloat16]
+    shared = {id(p) for p in policy.trunk.parameters()} & {id(p) for p in twin.parameters()}
+    assert casted and shared and all(p.dtype == torch.float32 for p in policy.trunk.parameters())
+    assert any(p.requires_grad for p in policy.trunk.parameters())  # the original keeps its trainable weights
+    observations, _ = random_trajectory(envs, steps=6, seed=5)
+    policy.set_training_mode(False)
+    casting = RowKVCache()  # the same cached decode steps through the trunk itself, autocast casting every call
+    with torch.no_grad():
+        for obs in observations:
+            ids, mask = policy.obs_tokens({k: torch.as_tensor(v) for k, v in obs.items()})
+            with policy.trunk_precision():
+                positions = (mask.cumsum(1) - 1).clamp(min=0)
+                reference = policy.trunk(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+                fast = twin(input_ids=ids, attention_mask=mask, position_ids=positions).last_hidden_state
+                hidden = casting.step(policy.trunk, ids, mask)
+            assert torch.equal(reference, fast)
+            logits, _ = policy.cached_outputs({"input_ids": ids, "attention_mask": mask}, policy.rollout_caches)
+            assert torch.equal(logits, policy._head_outputs(hidden, hidden)[0])
+    assert policy._decode_trunks  # the rollout ran through a twin
+    policy.set_training_mode(True)  # an update is coming: the twin is dropped, made again at the next decode step
+    assert not policy._decode_trunks

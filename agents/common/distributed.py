@@ -323,6 +323,7 @@ class DataParallelCallback(BaseCallback):
                     _collective(
                         "the broadcast of the initial weights", functools.partial(dist.broadcast, tensor.data, 0)
                     )
+            policy.reset_caches()  # KV caches and decode twins made from the weights before the broadcast
             frozen = [p for p in policy.parameters() if not p.requires_grad]
             prints = [
                 value

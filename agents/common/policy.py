@@ -44,6 +44,7 @@ from agents.common.models import (
     enable_activation_checkpointing,
     hidden_size,
     load_causal_lm,
+    low_precision_twin,
     model_dtype,
     output_vocab_size,
     trunk_and_head,
@@ -449,9 +450,22 @@ class CausalLMPolicyBase:
         self.train(mode)
 
     def reset_caches(self) -> None:
-        """Forget the rollout and prediction KV caches (after any change of the parameters)."""
+        """Forget the rollout and prediction KV caches and the decode steps' weight copies (after any change of the
+        parameters)."""
         self.rollout_caches.clear()
         self.prediction_caches.clear()
+        object.__setattr__(self, "_decode_trunks", {})
+
+    def _decode_trunk(self, trunk: nn.Module) -> nn.Module:
+        """The trunk for no-grad decode steps: in a lower compute dtype, a twin whose matmul weights are already
+        cast (:func:`~agents.common.models.low_precision_twin`), made once per parameter version; else the trunk."""
+        dtype = COMPUTE_DTYPES[self.compute_dtype]
+        if dtype is None:
+            return trunk
+        twins: dict[int, nn.Module] = self.__dict__.setdefault("_decode_trunks", {})
+        if id(trunk) not in twins:
+            twins[id(trunk)] = low_precision_twin(trunk, dtype)
+        return twins[id(trunk)]
 
     def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
         self.reset_caches()
@@ -487,8 +501,12 @@ class CausalLMPolicyBase:
         if not self.kv_cache or torch.is_grad_enabled() or (other_batch and caches is self.rollout_caches):
             return self._sequence_outputs(ids, mask)
         with self.trunk_precision():
-            hidden = caches.policy.step(self.trunk, ids, mask)  # (B, H)
-            value_hidden = hidden if self.value_trunk is None else caches.value.step(self.value_trunk, ids, mask)
+            hidden = caches.policy.step(self._decode_trunk(self.trunk), ids, mask)  # (B, H)
+            value_hidden = (
+                hidden
+                if self.value_trunk is None
+                else caches.value.step(self._decode_trunk(self.value_trunk), ids, mask)
+            )
         return self._head_outputs(hidden, value_hidden)
 
     def _sequence_outputs(
