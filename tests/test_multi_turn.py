@@ -3,6 +3,8 @@ cache prefills them in one pass, updates score the model's tokens only, and PPO 
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -128,15 +130,16 @@ def test_checkers_state_and_bad_inputs():
         finished.step(5)
 
 
+def ask(*turns):
+    """A conversation whose assistant turns are ``turns``, the last one last."""
+    messages = [{"role": "user", "content": "?"}]
+    for turn in turns:
+        messages += [{"role": "assistant", "content": turn}, {"role": "user", "content": "..."}]
+    return messages[:-1]
+
+
 def test_the_games_answer_as_documented():
     guess = GuessNumberResponder()
-
-    def ask(*turns):
-        """A conversation whose assistant turns are ``turns``, the last one last."""
-        messages = [{"role": "user", "content": "?"}]
-        for turn in turns:
-            messages += [{"role": "assistant", "content": turn}, {"role": "user", "content": "..."}]
-        return messages[:-1]
 
     assert guess(ask("8"), 5) == Reply("Lower.", success=False)
     assert guess(ask("2"), 5).text == "Higher." and guess(ask("x"), 5).text == "Please answer with one number."
@@ -149,7 +152,26 @@ def test_the_games_answer_as_documented():
     assert evaluate_expression("__import__('os')") is None and evaluate_expression("2**100") is None
 
 
-@pytest.mark.parametrize("env_id", ["text_env/GuessNumber-v0", "text_env/Calculator-v0"])
+def test_calculator_v1_pays_the_tool_reward_only_for_computing_the_product():
+    """Calculator-v0's bonus was gamed by calling the prompt's example; v1 pays it for the call that helps, once."""
+    tool = CalculatorResponder(bonus_for_the_product=True)
+    product = 123 * 45
+    assert tool(ask("CALC: 12 * 34"), product) == Reply("= 408", 0.0, False, False)  # valid, but not the product
+    assert tool(ask("CALC: 123 * 45"), product) == Reply(f"= {product}", 0.2, False, False)
+    assert tool(ask("CALC: 12 * 34", "CALC: 45*123"), product).reward == 0.2  # the first call of the product
+    assert tool(ask("CALC: 123*45", "CALC: 123 * 45"), product).reward == 0.0  # paid once
+    assert tool(ask("CALC: 123*45", f"ANSWER: {product}"), product) == Reply("Right.", 1.0, True, True)
+    from text_env.tasks.games import calculator_generator
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # nothing to copy: the only numbers in the prompt are the two factors
+        record = calculator_generator(worked_example=False)(rng)
+        numbers = {int(n) for n in re.findall(r"\d+", record.prompt)}
+        a, b = record.meta["a"], record.meta["b"]
+        assert numbers == {a, b} and record.reference == a * b
+
+
+@pytest.mark.parametrize("env_id", ["text_env/GuessNumber-v0", "text_env/Calculator-v0", "text_env/Calculator-v1"])
 def test_registered_multi_turn_tasks_have_held_out_instances(env_id):
     env = gym.make(env_id).unwrapped
     assert isinstance(env, MultiTurnEnv) and env.chat_template

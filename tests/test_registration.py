@@ -23,6 +23,7 @@ MAKE_KWARGS = {
     "text_env/Keywords-v0": SMALL_SUITE,
     "text_env/GuessNumber-v0": SMALL_SUITE,
     "text_env/Calculator-v0": SMALL_SUITE,
+    "text_env/Calculator-v1": SMALL_SUITE,
 }
 #: The reasoning-gym bridge's ids need the [reasoning] extra: tests/test_reasoning_gym.py checks them.
 BRIDGED = {env_id for env_id, task in TASKS.items() if "reasoning_gym" in task.entry_point}

@@ -96,6 +96,13 @@ TASKS: dict[str, Task] = {
             training={**SUITE_TRAINING, "n_steps": 96, "batch_size": 16 * 96},
             verifiable=True,
         ),
+        Task(
+            "text_env/Calculator-v1",
+            "text_env.tasks.games:make_calculator_v1_env",
+            "Calculator-v0 without a worked example to copy; the tool-use reward only for computing the product",
+            training={**SUITE_TRAINING, "n_steps": 96, "batch_size": 16 * 96},
+            verifiable=True,
+        ),
         # The reasoning-gym bridge (the 'reasoning' extra): any dataset, and three whose smallest instances a 135M
         # chat model answers sometimes. n_steps and batch_size are multiples of max_new_tokens (32; 8).
         Task(

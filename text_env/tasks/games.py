@@ -6,7 +6,10 @@ depends on what the environment said.
   otherwise; success when found.
 - ``text_env/Calculator-v0``: compute a product of a 3-digit and a 2-digit number with a calculator the environment
   runs: ``CALC: <expression>`` gets ``= <value>`` back, ``ANSWER: <number>`` ends the episode. Reward 1 for the
-  right answer, plus 0.2 for the first valid calculator call; success is the right answer.
+  right answer, plus 0.2 for the first valid calculator call; success is the right answer. Its shaping reward is
+  gamed: GRPO learned to call the prompt's worked example (``CALC: 12 * 34``) and never answer.
+- ``text_env/Calculator-v1``: the same tool with that fixed: the prompt shows the syntax without numbers to copy,
+  and the 0.2 is paid only for the first call that computes the product asked for.
 
 Instances are drawn like the suite's (:func:`~text_env.tasks.base.generate_split`: a seeded generator, a held-out
 split by a hash of the prompt), with the secret or the product as the record's reference.
@@ -67,15 +70,20 @@ class GuessNumberResponder:
 
 
 # ---------------------------------------------------------------------------------------------------- Calculator
-def calculator_generator() -> Callable[[np.random.Generator], PromptRecord]:
-    """Instances of Calculator-v0: ``a * b`` with ``a`` of 3 digits and ``b`` of 2 (the product is the reference)."""
+def calculator_generator(worked_example: bool = True) -> Callable[[np.random.Generator], PromptRecord]:
+    """Instances of Calculator: ``a * b`` with ``a`` of 3 digits and ``b`` of 2 (the product is the reference);
+    ``worked_example`` (v0) shows a call with numbers, v1 the syntax only (no number but ``a`` and ``b``)."""
 
     def generate(rng: np.random.Generator) -> PromptRecord:
         a, b = int(rng.integers(100, 1000)), int(rng.integers(11, 100))
+        example = (
+            "Example: you write CALC: 12 * 34, I reply = 408, you write ANSWER: 408."
+            if worked_example
+            else "First write CALC: and the multiplication, then ANSWER: and the number I reply."
+        )
         prompt = (
             f"What is {a} * {b}? You have a calculator: write CALC: followed by an expression and I will reply with "
-            "its value. When you know the result, write ANSWER: followed by the number. Example: you write "
-            "CALC: 12 * 34, I reply = 408, you write ANSWER: 408."
+            f"its value. When you know the result, write ANSWER: followed by the number. {example}"
         )
         return PromptRecord(prompt, a * b, {"a": a, "b": b})
 
@@ -111,9 +119,14 @@ _CALC = re.compile(r"CALC:\s*([0-9+\-*() ]+)", re.IGNORECASE)
 _ANSWER = re.compile(r"ANSWER:\s*(-?[\d,]+)", re.IGNORECASE)
 
 
-def _valid_call(turn: str) -> bool:
+def _call_value(turn: str) -> int | None:
+    """The value of the turn's calculator call (``None``: no call, or not an expression)."""
     call = _CALC.search(turn)
-    return call is not None and evaluate_expression(call.group(1)) is not None
+    return None if call is None else evaluate_expression(call.group(1))
+
+
+def _valid_call(turn: str) -> bool:
+    return _call_value(turn) is not None
 
 
 #: Paid for the first calculator call of an episode that the calculator can evaluate: the base model almost never
@@ -122,9 +135,14 @@ TOOL_USE_REWARD = 0.2
 
 
 class CalculatorResponder:
-    """The tool of Calculator-v0: ``ANSWER: n`` ends the episode (reward 1 when right), ``CALC: expr`` gets the
-    value back (and :data:`TOOL_USE_REWARD` the first time it is a valid expression), anything else a reminder of
-    the syntax."""
+    """The tool of Calculator: ``ANSWER: n`` ends the episode (reward 1 when right), ``CALC: expr`` gets the value
+    back, anything else a reminder of the syntax. :data:`TOOL_USE_REWARD` is paid once: for the first valid call
+    (v0), or with ``bonus_for_the_product`` (v1) for the first call whose value is the product asked for, the one
+    call that helps (v0's bonus was gamed by calling anything).
+    """
+
+    def __init__(self, bonus_for_the_product: bool = False) -> None:
+        self.bonus_for_the_product = bonus_for_the_product
 
     def __call__(self, messages: list[dict[str, str]], reference: Any) -> Reply:
         turn = messages[-1]["content"]
@@ -137,18 +155,24 @@ class CalculatorResponder:
             result = evaluate_expression(call.group(1))
             if result is None:
                 return Reply("Error: not an expression.", success=False)
-            earlier = any(_valid_call(m["content"]) for m in messages[:-1] if m["role"] == "assistant")
-            return Reply(f"= {result}", reward=0.0 if earlier else TOOL_USE_REWARD, success=False)
+            paying = (lambda turn: _call_value(turn) == int(reference)) if self.bonus_for_the_product else _valid_call
+            earlier = any(paying(m["content"]) for m in messages[:-1] if m["role"] == "assistant")
+            paid = paying(turn) and not earlier
+            return Reply(f"= {result}", reward=TOOL_USE_REWARD if paid else 0.0, success=False)
         return Reply("Write CALC: <expression> or ANSWER: <number>.", success=False)
 
     def __repr__(self) -> str:
-        return "CalculatorResponder()"
+        return f"CalculatorResponder(bonus_for_the_product={self.bonus_for_the_product})"
 
 
 # ---------------------------------------------------------------------------------------------------- factories
 @functools.lru_cache(maxsize=16)
 def _records(kind: str, split: str, num_prompts: int, seed: int, high: int) -> tuple[PromptRecord, ...]:
-    generator = guess_number_generator(high) if kind == "guess_number" else calculator_generator()
+    generator = (
+        guess_number_generator(high)
+        if kind == "guess_number"
+        else calculator_generator(worked_example=kind == "calculator")  # "calculator-v1": the syntax only
+    )
     return tuple(generate_split(generator, split, num_prompts, seed))
 
 
@@ -212,6 +236,26 @@ def make_calculator_env(
     kwargs.setdefault("max_prompt_tokens", 128)  # the prompt, its worked example and SmolLM2's system message: ~112
     return _make_game_env(
         "calculator", CalculatorResponder(), split=split, num_prompts=num_prompts,
+        num_eval_prompts=num_eval_prompts, seed=seed, max_turns=max_turns, max_turn_tokens=max_turn_tokens,
+        max_new_tokens=max_new_tokens, **kwargs,
+    )  # fmt: skip
+
+
+def make_calculator_v1_env(
+    max_turns: int = 3,
+    max_turn_tokens: int = 16,
+    max_new_tokens: int = 96,
+    split: str = "train",
+    num_prompts: int = 2000,
+    num_eval_prompts: int = 200,
+    seed: int = 0,
+    **kwargs: Any,
+) -> MultiTurnEnv:
+    """``text_env/Calculator-v1``: Calculator-v0 without a worked example to copy, the tool-use reward paid only for
+    the first call that computes the product asked for."""
+    kwargs.setdefault("max_prompt_tokens", 128)
+    return _make_game_env(
+        "calculator-v1", CalculatorResponder(bonus_for_the_product=True), split=split, num_prompts=num_prompts,
         num_eval_prompts=num_eval_prompts, seed=seed, max_turns=max_turns, max_turn_tokens=max_turn_tokens,
         max_new_tokens=max_new_tokens, **kwargs,
     )  # fmt: skip
