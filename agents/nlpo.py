@@ -168,6 +168,7 @@ class NLPO(MaskablePPO):
             raise ValueError(f"mask_update_interval must be >= 1 rollout, got {mask_update_interval}.")
         self.top_p, self.mask_update_interval = top_p, mask_update_interval
         self.mask_model: TopPMaskModel | None = None
+        self.rollouts_done = 0  # saved with the model: the refresh schedule survives a resume and any world size
         super().__init__(*args, **kwargs)
 
     def _setup_model(self) -> None:
@@ -188,16 +189,18 @@ class NLPO(MaskablePPO):
         self.env = self._with_mask(self.env)
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, *args: Any, **kwargs: Any) -> bool:
-        """Refresh the mask model every ``mask_update_interval`` rollouts (counted from the timesteps, so a resumed
-        run keeps the schedule), then MaskablePPO's rollout; logs the mean size of the top-p sets."""
+        """Refresh the mask model every ``mask_update_interval`` rollouts (this rank's rollouts, counted in
+        ``rollouts_done``, which checkpoints keep), then MaskablePPO's rollout; logs the mean size of the top-p
+        sets."""
         assert self.mask_model is not None
-        rollout = self.num_timesteps // (self.n_steps * self.n_envs)
-        if rollout % self.mask_update_interval == 0:
+        if self.rollouts_done % self.mask_update_interval == 0:
             self.mask_model.refresh(self.policy)  # type: ignore[arg-type]
         if isinstance(env, TopPMaskVecEnv):
             env.allowed_tokens.clear()
             env.logger = self.logger
-        return super().collect_rollouts(env, callback, *args, **kwargs)
+        completed = super().collect_rollouts(env, callback, *args, **kwargs)
+        self.rollouts_done += 1  # after it: a checkpoint saved as it starts holds the rollouts before it
+        return completed
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "mask_model"]

@@ -662,8 +662,16 @@ def test_ray_restarts_a_killed_worker_from_the_checkpoint_and_ends_exactly(cli_r
     from agents.cli.train_ray import FAULT_ENV
 
     root = cli_runs["root"]
-    argv = ["--max-failures", "1", *cli_argv(cli_runs["model_dir"], root / "ray_killed", 96)]
-    out = ray_cli(root, argv, **{FAULT_ENV: "32"})
+    argv = cli_argv(cli_runs["model_dir"], root / "ray_killed", 96)
+    # Part of the options from a YAML file, as cluster jobs give them: the restart resumes from the run's own
+    # config.yaml instead (--resume refuses --config).
+    at = argv.index("--n-steps")
+    config = root / "ray_killed.yaml"
+    config.write_text(f"n_steps: {argv[at + 1]}\nbatch_size: {argv[argv.index('--batch-size') + 1]}\n")
+    argv = [a for i, a in enumerate(argv) if i not in (at, at + 1)]
+    at = argv.index("--batch-size")
+    argv = [a for i, a in enumerate(argv) if i not in (at, at + 1)]
+    out = ray_cli(root, ["--max-failures", "1", "--config", str(config), *argv], **{FAULT_ENV: "32"})
     run = root / "ray_killed" / "t"
     attempts = [json.loads(line) for line in (run / "ray_attempts.jsonl").read_text().splitlines()]
     assert [attempt["resumed"] for attempt in attempts] == [False, True]
@@ -718,3 +726,10 @@ def test_the_ray_launcher_oversubscribes_only_when_asked(monkeypatch, tmp_path):
         train_ray.parse(argv)
     args, config, train_argv = train_ray.parse([*argv, "--allow-oversubscribe"])
     assert args.workers == 4 and config.task.n_envs == 8 and "--workers" not in train_argv
+
+
+def test_a_resumed_ray_worker_drops_the_config_file_for_the_runs_own_config():
+    from agents.cli.train_ray import without_config
+
+    argv = ["--config", "a.yaml", "--n-envs", "4", "--config=b.yaml", "--seed", "1"]
+    assert without_config(argv) == ["--n-envs", "4", "--seed", "1"]

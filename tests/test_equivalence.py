@@ -221,6 +221,13 @@ def test_shared_prompt_clusters_choose_the_groups_that_save_the_most():
     cluster, prefix = shared_prompt_clusters(ids, mask, min_shared=20)
     assert prefix.tolist() == [0] * len(prefix)  # nothing long enough to share
 
+    # 1,500 rows, each the previous one plus a token: a chain of nested prefixes 1,500 links deep, decided
+    # without recursion (a recursive split would pass Python's limit)
+    chain = torch.arange(10, 1510).repeat(1500, 1)  # (1500, 1500)
+    chain_mask = (torch.arange(1500)[None, :] < torch.arange(20, 1520)[:, None]).long()  # row i: its first 20 + i
+    _, prefix = shared_prompt_clusters(chain * chain_mask, chain_mask)
+    assert int(prefix.max()) >= 19
+
 
 def group_envs(prompts, group_size):
     """One env per (prompt, member): every prompt's episodes start identically, as GRPO's groups do."""
@@ -246,7 +253,7 @@ def test_one_pass_per_shared_prompt_matches_one_pass_per_episode(config):
         if config == "gpt2"
         else tiny_llama_config(vocab_size=100, bos_token_id=2, eos_token_id=1, pad_token_id=1)
     )
-    envs = group_envs(["You are kind. The movie was", "You are kind. Plot twist: the"], group_size=4)
+    envs = group_envs(["You are kind. The movie was", "You are kind. Plot twist: the", "Hi"], group_size=4)
     shared = PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=model), seed=0).policy
     whole = PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=model, share_prompts=False), seed=0).policy
     whole.load_state_dict(shared.state_dict())
@@ -275,9 +282,12 @@ def test_one_pass_per_shared_prompt_matches_one_pass_per_episode(config):
     roots, _ = group_by_prefix(obs["input_ids"], obs["attention_mask"], act)
     ids, mask = obs["input_ids"][roots.unique()], obs["attention_mask"][roots.unique()]
     _, prefix = shared_prompt_clusters(ids, mask)
-    # one cluster per prompt, sharing the prompt but its last token (an episode that just began is the prompt alone,
-    # and every row keeps a token of its own)
-    assert sorted(prefix.tolist()) == [len("You are kind. The movie was") - 1, len("You are kind. Plot twist: the") - 1]
+    # one cluster per long prompt, sharing the prompt but its last token (an episode that just began is the prompt
+    # alone, and every row keeps a token of its own); the episodes of "Hi" are too short to share: alone, each
+    # attending to a masked cached prefix
+    shared_prefixes = sorted(p for p in prefix.tolist() if p)
+    assert shared_prefixes == [len("You are kind. The movie was") - 1, len("You are kind. Plot twist: the") - 1]
+    assert (prefix == 0).any()
 
 
 def test_the_reference_shares_prompts_too():

@@ -80,7 +80,7 @@ def test_checkpoints_keep_the_mask_model_with_only_the_trained_weights(tmp_path,
     policy_kwargs = dict(model=tiny_gpt2_config(), lora=dict(r=lora_r) if lora_r else None)
     model = make_algorithm("nlpo", env, policy_kwargs=policy_kwargs, seed=0, n_steps=16, batch_size=16,
                            mask_update_interval=3)  # fmt: skip
-    model.learn(96)  # three rollouts: the mask model is the policy of the first, then refreshed at the fourth
+    model.learn(96)  # three rollouts: the mask model is the policy as it was at the first (a refresh every 3)
     saved = model.mask_model.state_dict()
     trained = [name for name, p in model.policy.lm.named_parameters() if p.requires_grad]
     assert sorted(saved) == sorted(trained)
@@ -89,7 +89,7 @@ def test_checkpoints_keep_the_mask_model_with_only_the_trained_weights(tmp_path,
     model.save(tmp_path / "nlpo.zip")
     loaded = NLPO.load(tmp_path / "nlpo.zip", env=make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0))
     assert isinstance(loaded.env, TopPMaskVecEnv)
-    assert (loaded.top_p, loaded.mask_update_interval) == (0.9, 3)
+    assert (loaded.top_p, loaded.mask_update_interval, loaded.rollouts_done) == (0.9, 3, 3)
     for name, tensor in loaded.mask_model.state_dict().items():
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
     loaded.learn(32, reset_num_timesteps=False)

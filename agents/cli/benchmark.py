@@ -158,9 +158,11 @@ def normalised_scores(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], 
                 before, after = history[0]["score"], history[-1]["score"]
                 scores[algorithm][s, t] = (after - base) / (top - base) if top - base > 1e-9 else np.nan
                 final = {key: history[-1].get(key) for key in ("kl", "accuracy", "distinct_2")}
-                gap, lower_bound = optimum_gap(optimum, history[-1]["kl"], after)
-                cell = {"before": before, "after": after, **final, "optimum_gap": gap}
-                per_task[env_id]["cells"][cell_name(algorithm, seed)] = {**cell, "optimum_gap_lower_bound": lower_bound}
+                cell = {"before": before, "after": after, **final}
+                if final["kl"] is not None:  # (every cell of the main job has a reference)
+                    gap, lower_bound = optimum_gap(optimum, final["kl"], after)
+                    cell.update(optimum_gap=gap, optimum_gap_lower_bound=lower_bound)
+                per_task[env_id]["cells"][cell_name(algorithm, seed)] = cell
     return scores, per_task
 
 
@@ -250,7 +252,9 @@ def report(args: argparse.Namespace, seconds: float) -> dict[str, Any]:
             reference = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))
             curve, optimum = reference["curve"], tilted_optimum_curve(reference["scores"])
             for name, sqrt_kl in (("frontier.png", False), ("frontier_sqrt_kl.png", True)):
-                compare_report.plot_frontier(runs, args.algorithms, curve, folder / name, env_id, optimum, sqrt_kl)
+                compare_report.plot_frontier(
+                    runs, args.algorithms, curve, folder / name, env_id, optimum, sqrt_kl, samples=BEST_OF_N
+                )
             compare_report.plot_score_vs_tokens(runs, args.algorithms, folder / "score_vs_tokens.png", env_id)
     summary = {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),

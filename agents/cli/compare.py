@@ -331,8 +331,10 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
     report.write_csvs(args.out, rows, results)
     if results:
         report.plot_score_vs_tokens(results, args.algorithms, args.out / "score_vs_tokens.png", title)
-    report.plot_frontier(results, args.algorithms, curve, args.out / "frontier.png", title, optimum)
-    report.plot_frontier(results, args.algorithms, curve, args.out / "frontier_sqrt_kl.png", title, optimum, True)
+    for name, sqrt_kl in (("frontier.png", False), ("frontier_sqrt_kl.png", True)):
+        report.plot_frontier(
+            results, args.algorithms, curve, args.out / name, title, optimum, sqrt_kl, samples=args.best_of_n or None
+        )
     seconds = time.monotonic() - started
     machine = f"{cpu_name()}, {os.cpu_count()} CPUs, {args.workers} workers x 1 thread"
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")

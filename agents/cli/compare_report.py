@@ -9,6 +9,7 @@ and ``peak_rss_mib``.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def _mean(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def summary_rows(
-    results: list[dict[str, Any]], algorithms: Sequence[str], optimum: list[dict[str, float]] | None = None
+    results: list[dict[str, Any]], algorithms: Sequence[str], optimum: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """One row per algorithm (in the given order) from its runs' final evaluations; with the KL-regularised
     ``optimum`` curve, the mean gap of each run's final score to the optimum at the run's own KL (a lower bound
@@ -166,13 +167,15 @@ def plot_frontier(
     best_of_n: list[dict[str, float]] | None,
     path: Path,
     title: str,
-    optimum: list[dict[str, float]] | None = None,
+    optimum: list[dict[str, Any]] | None = None,
     sqrt_kl: bool = False,
+    samples: int | None = None,
 ) -> None:
     """Held-out score against exact KL to the reference: one point per checkpoint and seed (each seed's checkpoints
     joined in training order), the best-of-n reference at its KL bound (DPO's comparison of methods, Rafailov et al.
     2023, https://arxiv.org/abs/2305.18290) and the KL-regularised optimum estimated from the same base-model samples
-    (:func:`agents.common.best_of_n.tilted_optimum_curve`, valid up to ``log N`` nats). KL on a symmetric-log axis
+    (:func:`agents.common.best_of_n.tilted_optimum_curve`, valid up to ``log N`` nats for ``samples`` N per
+    prompt). KL on a symmetric-log axis
     (best-of-n lives below 2 nats), or ``sqrt_kl`` for the square root of KL (Gao et al. 2023's axis)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -198,9 +201,9 @@ def plot_frontier(
             ax.annotate(f"n={point['n']}", (float(x([point["kl_bound"]])[0]), point["score"]),
                         textcoords="offset points", xytext=(4, -10), fontsize=8)  # fmt: skip
     if optimum:
-        bound = max(point["kl"] for point in optimum)
+        bound = f"; valid to log N = {math.log(samples):.2f} nats" if samples else ""
         ax.plot(x([p["kl"] for p in optimum]), [p["score"] for p in optimum], "-", color="0.45", lw=2,
-                label=f"KL-regularised optimum (estimated; valid to log N = {bound:.2f} nats)")  # fmt: skip
+                label=f"KL-regularised optimum (estimated from the base model's samples{bound})")  # fmt: skip
     if sqrt_kl:
         ax.set(xlabel="sqrt KL(pi || pi_ref) per completion, sqrt(nats) (exact KL)")
     else:

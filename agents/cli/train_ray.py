@@ -128,7 +128,7 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
     argv = list(loop_config["argv"])
     resuming = latest_checkpoint(run_dir / "checkpoints") is not None  # none before the first attempt's first save
     if resuming and "--resume" not in argv:
-        argv += ["--resume", str(run_dir)]
+        argv = [*without_config(argv), "--resume", str(run_dir)]  # the run's config.yaml holds --config's options
     rank = dist.get_rank()
     if rank == 0:
         with (run_dir / "ray_attempts.jsonl").open("a", encoding="utf-8") as handle:
@@ -143,6 +143,20 @@ def worker_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0 or not error.every_rank:
             print(f"[error] {error}", file=sys.stderr)
         raise
+
+
+def without_config(argv: list[str]) -> list[str]:
+    """``argv`` without ``--config FILE`` / ``--config=FILE``: a resumed run reads its own ``config.yaml``, which
+    holds every option the file gave (``--resume`` refuses ``--config``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--config":
+            skip = True
+        elif not arg.startswith("--config="):
+            kept.append(arg)
+    return kept
 
 
 def _kill_when_saved(checkpoint: Path) -> None:
@@ -209,7 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=TIMEOUT_SECONDS),
         run_config=RunConfig(
             name=run_dir.name, storage_path=str(run_dir / "ray"),
-            failure_config=FailureConfig(max_failures=args.max_failures),
+            # Node pre-emptions count too (Ray's default restarts after them without limit).
+            failure_config=FailureConfig(  # type: ignore[call-arg]  # (Ray Train V2's; the stubs show V1's)
+                max_failures=args.max_failures, max_preemption_failures=args.max_failures
+            ),
         ),
     )  # fmt: skip
     try:

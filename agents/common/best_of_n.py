@@ -11,6 +11,7 @@ completions differ); RL fine-tuning is worth its cost where it reaches a higher 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -57,9 +58,9 @@ def best_of_n_curve(scores: ArrayLike) -> list[dict[str, float]]:
     ]
 
 
-#: Temperatures of the tilted policy swept for the optimum curve, log-spaced: at ``beta`` far above the scores'
-#: spread the optimum is the base model (KL 0), far below it the best sample of each prompt (KL ``log N``).
-DEFAULT_BETAS = tuple(float(b) for b in np.geomspace(1e-3, 1e2, 121))
+#: Temperatures of the tilted policy swept for the optimum curve, log-spaced, in units of the scores' standard
+#: deviation: far above it the optimum is the base model (KL 0), far below it the best sample of each prompt.
+RELATIVE_BETAS = tuple(float(b) for b in np.geomspace(1e-3, 1e2, 121))
 
 
 def tilted_optimum(scores: ArrayLike, beta: float) -> tuple[float, float]:
@@ -88,16 +89,23 @@ def tilted_optimum(scores: ArrayLike, beta: float) -> tuple[float, float]:
     return float(reward.mean()), float(np.clip(kl, 0.0, None).mean())
 
 
-def tilted_optimum_curve(scores: ArrayLike, betas: ArrayLike = DEFAULT_BETAS) -> list[dict[str, float]]:
-    """:func:`tilted_optimum` for each ``beta``, ordered by KL: the reward-against-KL frontier that KL-regularised
-    RL aims at (Gao et al. 2023), estimated from the same base-model samples as :func:`best_of_n_curve`."""
-    points = [dict(zip(("score", "kl"), tilted_optimum(scores, float(beta)), strict=True)) for beta in np.ravel(betas)]
-    for point, beta in zip(points, np.ravel(betas), strict=True):
-        point["beta"] = float(beta)
+def tilted_optimum_curve(scores: ArrayLike, betas: ArrayLike | None = None) -> list[dict[str, float | None]]:
+    """:func:`tilted_optimum` for each ``beta`` (default: :data:`RELATIVE_BETAS` times the scores' standard
+    deviation), ordered by KL, from the base model itself (KL 0, ``beta`` None) on: the reward-against-KL frontier
+    that KL-regularised RL aims at (Gao et al. 2023), estimated from the same base-model samples as
+    :func:`best_of_n_curve`."""
+    matrix = np.asarray(scores, dtype=np.float64)  # (P, N)
+    if betas is None:
+        spread = float(matrix.std()) if matrix.size and float(matrix.std()) > 0 else 1.0
+        betas = spread * np.asarray(RELATIVE_BETAS)
+    points: list[dict[str, float | None]] = [{"score": float(matrix.mean()), "kl": 0.0, "beta": None}]
+    for beta in np.ravel(betas):
+        reward, kl = tilted_optimum(matrix, float(beta))
+        points.append({"score": reward, "kl": kl, "beta": float(beta)})
     return sorted(points, key=lambda point: (point["kl"], point["score"]))
 
 
-def optimum_at_kl(curve: list[dict[str, float]], kl: float) -> float | None:
+def optimum_at_kl(curve: list[dict[str, Any]], kl: float) -> float | None:
     """The optimum's expected reward at ``kl`` nats, interpolated along :func:`tilted_optimum_curve`; ``None``
     beyond the curve's largest KL (``<= log N``), where the samples cannot estimate it."""
     kls = np.array([point["kl"] for point in curve])  # ascending
@@ -106,7 +114,7 @@ def optimum_at_kl(curve: list[dict[str, float]], kl: float) -> float | None:
     return float(np.interp(kl, kls, [point["score"] for point in curve]))
 
 
-def optimum_gap(curve: list[dict[str, float]], kl: float, score: float) -> tuple[float, bool]:
+def optimum_gap(curve: list[dict[str, Any]], kl: float, score: float) -> tuple[float, bool]:
     """How far ``score`` at ``kl`` nats is below the KL-regularised optimum at the same KL, and whether that is only
     a lower bound: beyond the curve's largest KL the optimum is at least the curve's last point (its reward grows
     with KL), so the gap there is measured to that point."""

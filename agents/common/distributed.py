@@ -323,7 +323,9 @@ class DataParallelCallback(BaseCallback):
                     _collective(
                         "the broadcast of the initial weights", functools.partial(dist.broadcast, tensor.data, 0)
                     )
-            policy.reset_caches()  # KV caches and decode twins made from the weights before the broadcast
+            reset_caches = getattr(type(policy), "reset_caches", None)  # the LM policies' KV caches and decode twins,
+            if reset_caches is not None:  # made from the weights before the broadcast
+                reset_caches(policy)
             frozen = [p for p in policy.parameters() if not p.requires_grad]
             prints = [
                 value

@@ -187,7 +187,7 @@ def shared_prompt_hidden(
 
     Two passes: the prefixes of the clusters that share one, left-padded to ``P`` columns with a KV cache; then
     every row's remaining tokens, right-padded, attending to its cluster's cached prefix (rows alone attend to a
-    masked one). Equal to one pass over the whole rows up to float rounding (tests/test_policy.py).
+    masked one). Equal to one pass over the whole rows up to float rounding (tests/test_equivalence.py).
     """
     first, _, length = context_bounds(mask)
     rows, width = ids.shape
@@ -456,9 +456,18 @@ class CausalLMPolicyBase:
         self.prediction_caches.clear()
         object.__setattr__(self, "_decode_trunks", {})
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``.to(device)``, ``.float()``, ...: the caches and decode twins hold tensors made from the weights as they
+        were, so they go (they are made again at the next step)."""
+        if "rollout_caches" in self.__dict__:
+            self.reset_caches()
+        return nn.Module._apply(self, fn, *args, **kwargs)  # type: ignore[arg-type]
+
     def _decode_trunk(self, trunk: nn.Module) -> nn.Module:
         """The trunk for no-grad decode steps: in a lower compute dtype, a twin whose matmul weights are already
-        cast (:func:`~agents.common.models.low_precision_twin`), made once per parameter version; else the trunk."""
+        cast (:func:`~agents.common.models.low_precision_twin`), made at the first step after :meth:`reset_caches`
+        (an update, ``load_state_dict``, ``.to(...)``, DataParallelCallback's initial broadcast); else the trunk.
+        Change the weights any other way and call :meth:`reset_caches`."""
         dtype = COMPUTE_DTYPES[self.compute_dtype]
         if dtype is None:
             return trunk

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 # Two primes below 2**31: polynomial hashes mod each stay far from int64 overflow (token * power < 2**48).
@@ -166,21 +167,40 @@ def shared_prompt_clusters(
     shortest = torch.minimum(ordered_length[1:], ordered_length[:-1])  # (B-1,)
     common: list[int] = torch.minimum(common_tokens, shortest - 1).tolist()
 
-    def split(start: int, stop: int) -> list[tuple[int, int, int]]:
-        """Groups ``(start, stop, prefix)`` of the sorted rows ``start:stop`` that save the most positions."""
-        if stop - start == 1:
-            return [(start, stop, 0)]
-        links = common[start : stop - 1]
-        weakest = start + min(range(len(links)), key=links.__getitem__)
-        shared = min(links) if min(links) >= min_shared else 0
-        parts = split(start, weakest + 1) + split(weakest + 1, stop)
-        if (stop - start - 1) * shared >= sum((b - a - 1) * p for a, b, p in parts) and shared > 0:
-            return [(start, stop, shared)]
-        return parts
-
     cluster = torch.empty(batch, dtype=torch.long, device=ids.device)
     prefixes = []
-    for number, (start, stop, shared) in enumerate(split(0, batch)):
+    for number, (start, stop, shared) in enumerate(_best_groups(common, min_shared)):
         cluster[order[start:stop]] = number
         prefixes.append(shared)
     return cluster, torch.tensor(prefixes, dtype=torch.long, device=ids.device)
+
+
+def _best_groups(common: list[int], min_shared: int) -> list[tuple[int, int, int]]:
+    """Groups ``(start, stop, prefix)`` of sorted rows (``common[i]``: the prefix rows ``i`` and ``i + 1`` share)
+    saving the most positions: a range is one group sharing its weakest link, or its two sides split there, whichever
+    saves more. Evaluated without recursion (a long run of equal links would otherwise nest one call per row)."""
+    rows = len(common) + 1
+    if common and min(common) >= min_shared and min(common) == max(common):  # one prompt's completions: one group
+        return [(0, rows, common[0])]
+    links = np.asarray(common)
+    best: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    stack: list[tuple[int, int, bool]] = [(0, rows, False)]
+    while stack:
+        start, stop, split_done = stack.pop()
+        if stop - start == 1:
+            best[start, stop] = [(start, stop, 0)]
+            continue
+        span = links[start : stop - 1]
+        weakest = start + int(np.argmin(span))
+        if not split_done:
+            stack += [(start, stop, True), (start, weakest + 1, False), (weakest + 1, stop, False)]
+            continue
+        parts = best.pop((start, weakest + 1)) + best.pop((weakest + 1, stop))
+        shared = int(span.min()) if int(span.min()) >= min_shared else 0
+        whole_saves = (stop - start - 1) * shared
+        best[start, stop] = [(start, stop, shared)] if shared and whole_saves >= _saved(parts) else parts
+    return best[0, rows]
+
+
+def _saved(groups: list[tuple[int, int, int]]) -> int:
+    return sum((stop - start - 1) * shared for start, stop, shared in groups)

@@ -241,7 +241,8 @@ class GroupRolloutBuffer(BaseBuffer):
     def get(self, completions_per_batch: int | None = None) -> Generator[GroupSamples, None, None]:  # type: ignore[override]
         """Minibatches of ``completions_per_batch`` whole completions (all of them if None): the groups in a random
         order (numpy's global generator, seeded by SB3 as for the stock buffers), each group's completions together,
-        so a minibatch of whole groups encodes each prompt once (the policy's ``share_prompts``)."""
+        so that a minibatch of a multiple of ``group_size`` completions holds whole groups and encodes each prompt
+        once (the policy's ``share_prompts``)."""
         if not self.full:
             raise RuntimeError("The rollout buffer must be full before sampling.")
         rows, cols, completion = self.transition_order()  # (M,) each
@@ -249,7 +250,7 @@ class GroupRolloutBuffer(BaseBuffer):
         groups, group_of = np.unique(kept // self.group_size, return_inverse=True)  # a group: G consecutive envs
         place = np.argsort(np.random.permutation(len(groups)))  # (n_groups,) each group's place in the new order
         order = kept[np.argsort(place[group_of], kind="stable")]  # (K,) completion ids, group after group
-        size = len(order) if completions_per_batch is None else completions_per_batch
+        size = max(1, len(order) if completions_per_batch is None else completions_per_batch)  # no groups kept: none
         starts = np.searchsorted(completion, np.arange(self.rounds * self.n_envs))  # first transition of each
         ends = np.searchsorted(completion, np.arange(self.rounds * self.n_envs), side="right")
         flat_advantages = self.completion_advantages.reshape(-1)
