@@ -230,32 +230,22 @@ def make_calculator_env(
     num_prompts: int = 2000,
     num_eval_prompts: int = 200,
     seed: int = 0,
+    version: int = 0,
     **kwargs: Any,
 ) -> MultiTurnEnv:
-    """``text_env/Calculator-v0``: a product with a calculator tool, in at most ``max_turns`` turns."""
+    """``text_env/Calculator-v0``: a product with a calculator tool, in at most ``max_turns`` turns. ``version=1``
+    (``text_env/Calculator-v1``): no worked example to copy, the tool-use reward paid only for the first call that
+    computes the product asked for."""
+    if version not in (0, 1):
+        raise ValueError(f"Calculator has versions 0 and 1, got {version}.")
     kwargs.setdefault("max_prompt_tokens", 128)  # the prompt, its worked example and SmolLM2's system message: ~112
     return _make_game_env(
-        "calculator", CalculatorResponder(), split=split, num_prompts=num_prompts,
-        num_eval_prompts=num_eval_prompts, seed=seed, max_turns=max_turns, max_turn_tokens=max_turn_tokens,
-        max_new_tokens=max_new_tokens, **kwargs,
+        "calculator" if version == 0 else "calculator-v1", CalculatorResponder(bonus_for_the_product=version == 1),
+        split=split, num_prompts=num_prompts, num_eval_prompts=num_eval_prompts, seed=seed, max_turns=max_turns,
+        max_turn_tokens=max_turn_tokens, max_new_tokens=max_new_tokens, **kwargs,
     )  # fmt: skip
 
 
-def make_calculator_v1_env(
-    max_turns: int = 3,
-    max_turn_tokens: int = 16,
-    max_new_tokens: int = 96,
-    split: str = "train",
-    num_prompts: int = 2000,
-    num_eval_prompts: int = 200,
-    seed: int = 0,
-    **kwargs: Any,
-) -> MultiTurnEnv:
-    """``text_env/Calculator-v1``: Calculator-v0 without a worked example to copy, the tool-use reward paid only for
-    the first call that computes the product asked for."""
-    kwargs.setdefault("max_prompt_tokens", 128)
-    return _make_game_env(
-        "calculator-v1", CalculatorResponder(bonus_for_the_product=True), split=split, num_prompts=num_prompts,
-        num_eval_prompts=num_eval_prompts, seed=seed, max_turns=max_turns, max_turn_tokens=max_turn_tokens,
-        max_new_tokens=max_new_tokens, **kwargs,
-    )  # fmt: skip
+def make_calculator_v1_env(**kwargs: Any) -> MultiTurnEnv:
+    """``text_env/Calculator-v1``: :func:`make_calculator_env` with ``version=1``."""
+    return make_calculator_env(version=1, **kwargs)
