@@ -389,6 +389,15 @@ def test_the_benchmark_aggregates_with_rliable_and_resumes_without_rerunning_a_c
     assert "ppo,rloo" in summary["aggregate"]["probability_of_improvement"]
     for name in ("aggregate.png", "profiles.png", "cells/Vowels-v0/frontier.png"):
         assert (out / name).stat().st_size > 5000, name
+    report = (out / "report.md").read_text()  # the tables a person reads: every aggregate, every cell's task
+    for name in ("ppo", "rloo"):
+        iqm = summary["aggregate"]["algorithms"][name]["iqm"]
+        assert f"| {name} | {iqm['value']:.2f} ({iqm['ci95'][0]:.2f} to {iqm['ci95'][1]:.2f}) |" in report
+        final = np.mean(
+            [summary["per_task"]["text_env/Vowels-v0"]["cells"][f"{name}-seed{s}"]["after"] for s in (0, 1)]
+        )
+        assert f"| {name} | 2 | {final:.3f} (" in report
+    assert "## text_env/Vowels-v0" in report and "4 cells and 1 best-of-16 references" in report
 
     (out / "cells" / "Vowels-v0" / "rloo-seed1.json").unlink()  # stored late: the worker's own copy brings it back
     assert benchmark.main(argv) == 0 and "0 jobs to run" in capsys.readouterr().out

@@ -274,7 +274,85 @@ def report(args: argparse.Namespace, seconds: float) -> dict[str, Any]:
             iqm, mean = metrics_["iqm"], metrics_["mean"]
             writer.writerow([name, iqm["value"], *iqm["ci95"], mean["value"], *mean["ci95"]])
     plot_aggregate(scores, result, args.out)
+    (args.out / "report.md").write_text(markdown_report(summary, args.out), encoding="utf-8")
     return summary
+
+
+#: Final-evaluation figures shown per task when the task reports them (verifiable tasks, the second judge).
+EXTRA_COLUMNS = {"accuracy": "accuracy", "judge_positive": "judge P(positive)", "judge_on_topic": "judge on-topic"}
+
+
+def _interval(metric: dict[str, Any]) -> str:
+    low, high = metric["ci95"]
+    return f"{metric['value']:.2f} ({low:.2f} to {high:.2f})"
+
+
+def markdown_report(summary: dict[str, Any], out: Path) -> str:
+    """``report.md``: the aggregate with its intervals, the probabilities of improvement and one table per task
+    (mean over seeds with a 95% bootstrap interval over seeds, as ``agents.compare`` reports a comparison)."""
+    from agents.cli import compare_report
+
+    algorithms = summary["algorithms"]
+    per_task_cells = {}  # the cells of this report's algorithms and seeds, per task
+    for env_id in summary["tasks"]:
+        found = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(task_dir(out, env_id).glob("*-seed*.json"))]
+        per_task_cells[env_id] = [c for c in found if c["algorithm"] in algorithms and c["seed"] in summary["seeds"]]
+    cells = [cell for runs in per_task_cells.values() for cell in runs]
+    references = [
+        json.loads((task_dir(out, env_id) / "best_of_n.json").read_text(encoding="utf-8"))
+        for env_id in summary["tasks"]
+    ]
+    cell_hours = (sum(c["wall_clock_seconds"] for c in cells) + sum(r["seconds"] for r in references)) / 3600
+    lines = [
+        f"# Benchmark: {len(algorithms)} algorithms x {len(summary['tasks'])} tasks x seeds {summary['seeds']}",
+        "",
+        f"{summary['date']}, {summary['machine']}; {summary['budget_rollouts']} rollouts per cell; "
+        f"{summary['missing_cells']} missing cells; {len(cells)} cells and {len(references)} best-of-"
+        f"{summary['best_of_n']} references took {cell_hours:.1f} process-hours.",
+        "",
+        f"## Across tasks (normalised per task: 0 = base model, 1 = its best-of-{summary['best_of_n']})",
+        "",
+        "Point estimates with 95% stratified bootstrap intervals (rliable) over every (task, seed) of an algorithm.",
+        "",
+        "| algorithm | IQM | mean | median | optimality gap |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    ranked = sorted(summary["aggregate"].get("algorithms", {}).items(), key=lambda item: -item[1]["iqm"]["value"])
+    for name, metrics_ in ranked:
+        row = " | ".join(_interval(metrics_[m]) for m in ("iqm", "mean", "median", "optimality_gap"))
+        lines.append(f"| {name} | {row} |")
+    improvement = summary["aggregate"].get("probability_of_improvement", {})
+    if improvement:
+        names = [name for name, _ in ranked]
+        lines += ["", "Probability that the row's algorithm improves on the column's (Agarwal et al. 2021):", ""]
+        lines += ["| | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+        for a in names:
+            better = ["" if a == b else f"{improvement[f'{a},{b}']['value']:.2f}" for b in names]
+            lines.append(f"| {a} | " + " | ".join(better) + " |")
+    for env_id in summary["tasks"]:
+        folder = task_dir(out, env_id)
+        runs = per_task_cells[env_id]
+        task = summary["per_task"][env_id]
+        optimum = tilted_optimum_curve(json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))["scores"])
+        lines += [
+            "",
+            f"## {env_id}",
+            "",
+            f"Base model {task['base']:.3f}, best-of-{summary['best_of_n']} {task['best_of_n']:.3f}; the "
+            f"KL-regularised optimum is estimated up to {task['optimum_kl_bound']:.2f} nats.",
+            "",
+            compare_report.format_table(compare_report.summary_rows(runs, algorithms, optimum)),
+        ]
+        extra = [key for key in EXTRA_COLUMNS if any(key in r["history"][-1] for r in runs)]
+        if extra:
+            lines += ["", "| algorithm | " + " | ".join(EXTRA_COLUMNS[k] for k in extra) + " |"]
+            lines.append("| --- |" + " --- |" * len(extra))
+            for algorithm in algorithms:
+                finals = [r["history"][-1] for r in runs if r["algorithm"] == algorithm]
+                if finals:
+                    values = [np.mean([f[k] for f in finals if f.get(k) is not None] or [np.nan]) for k in extra]
+                    lines.append(f"| {algorithm} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
