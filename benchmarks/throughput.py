@@ -61,7 +61,9 @@ def tiny_config() -> Any:
     return tiny_llama_config()
 
 
-def make_env(stop_on_eos: bool = False) -> Any:
+def make_env(stop_on_eos: bool = False, chat: bool = False) -> Any:
+    """``N_ENVS`` review-opening envs; ``chat=True`` formats each opening as a user turn of SmolLM2's chat template
+    (its default system prompt included: ~38 tokens a prompt instead of ~10, the suite's chat-formatted length)."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from text_env import TextGenerationEnv, shipped_prompts
@@ -79,6 +81,7 @@ def make_env(stop_on_eos: bool = False) -> Any:
             max_prompt_tokens=PROMPT_TOKENS,
             max_new_tokens=NEW_TOKENS,
             stop_on_eos=stop_on_eos,
+            chat_template=chat,
         )
 
     env = DummyVecEnv([make] * N_ENVS)

@@ -80,8 +80,10 @@ class VaderReward:
         self._analyzer = SentimentIntensityAnalyzer()
         self.__name__ = "vader"  # TRL names reward functions after __name__
 
-    def __call__(self, prompts: list[Any], completions: list[str], **kwargs: Any) -> list[float]:
-        return [self._analyzer.polarity_scores(text)["compound"] for text in completions]
+    def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
+        # a conversational dataset's completions are message lists: score the assistant's text
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        return [self._analyzer.polarity_scores(text)["compound"] for text in texts]
 
 
 def _load_resources() -> Any:

@@ -32,4 +32,4 @@ build() {
 # gguf: each venv converts the embedded GGUF model with its own transformers (a checkpoint saved by transformers 5
 # is not read the same way by 4.57: the RoPE settings moved). vaderSentiment: the same reward as this package's.
 build .venv-peer-trl024 trl==0.24.0 transformers==4.57.6 "huggingface-hub<1.0" accelerate gguf vaderSentiment
-build .venv-peer-trl1 "trl>=1,<2" "transformers>=5,<6" accelerate gguf vaderSentiment
+build .venv-peer-trl1 "trl>=1,<2" "transformers>=5,<6" accelerate gguf vaderSentiment peft

@@ -44,6 +44,8 @@ GROUP_SIZE = 4
 def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--bf16", action="store_true", help="bf16 autocast (TRL's default) instead of float32")
+    cli.add_argument("--lora-r", type=int, default=0, help="LoRA rank on every linear layer, alpha 2r (0: full)")
+    cli.add_argument("--chat", action="store_true", help="prompts as a user turn of the tokenizer's chat template")
     args = cli.parse_args()
     import torch
     from datasets import Dataset
@@ -54,7 +56,17 @@ def main() -> None:
     directory = model_dir(args.gguf_dir)
     tokenizer = load_tokenizer(directory)
     policy = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-    dataset = Dataset.from_dict({"prompt": read_prompts(args.prompts)})  # plain text: no chat template, as the env
+    prompts: list = read_prompts(args.prompts)  # plain text: no chat template, as the env by default
+    if args.chat:  # conversational prompts: TRL applies the chat template (its default system prompt included)
+        prompts = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    dataset = Dataset.from_dict({"prompt": prompts})
+    peft_config = None
+    if args.lora_r > 0:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=args.lora_r, lora_alpha=2 * args.lora_r, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
     steps_per_iteration = N_PROMPTS // MINIBATCH
     timer = step_timer(steps_per_iteration)
     with tempfile.TemporaryDirectory() as output_dir:
@@ -87,7 +99,7 @@ def main() -> None:
         )
         trainer = GRPOTrainer(
             model=policy, reward_funcs=VaderReward(), args=config, train_dataset=dataset, processing_class=tokenizer,
-            callbacks=[timer],
+            callbacks=[timer], peft_config=peft_config,
         )  # fmt: skip
         trainer.train()
     seconds = timer.seconds()[1:]  # drop the warm-up iteration
@@ -97,8 +109,10 @@ def main() -> None:
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
         "precision": "bf16 autocast" if args.bf16 else "float32",
+        "lora_r": args.lora_r,
+        "chat_template": args.chat,
         "threads": torch.get_num_threads(),
-        "versions": versions("torch", "transformers", "trl", "accelerate", "huggingface-hub"),
+        "versions": versions("torch", "transformers", "trl", "accelerate", "huggingface-hub", "peft"),
     }
     print(json.dumps(result))
 
