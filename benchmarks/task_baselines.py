@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
 from pathlib import Path
 
 import gymnasium as gym
@@ -23,7 +22,7 @@ import torch
 
 import text_env  # noqa: F401  (registers the ids)
 from agents.cli.options import native_bfloat16
-from agents.common.evaluation import summarize
+from agents.common.evaluation import majority_answer_accuracy, summarize
 from agents.common.generation import generate_completions
 from agents.common.policy import CausalLMPolicy
 from text_env import task_for
@@ -36,12 +35,6 @@ def all_equal_share(scores: np.ndarray, samples: int, group_size: int = 4) -> fl
     """Share of groups of ``group_size`` consecutive samples of one prompt whose rewards are all equal."""
     groups = scores.reshape(-1, samples)[:, : samples // group_size * group_size].reshape(-1, group_size)  # (G', g)
     return float(np.mean(np.all(groups == groups[:, :1], axis=1)))
-
-
-def majority_answer_accuracy(records: list) -> float:
-    """Accuracy of always giving the most common reference: a task a constant answer solves teaches nothing."""
-    counts = Counter(json.dumps(r.reference) for r in records)
-    return counts.most_common(1)[0][1] / len(records) if counts else 0.0
 
 
 def measure(task: str, difficulty: int | None, prompts: int, samples: int, seed: int) -> dict[str, float]:

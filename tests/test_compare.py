@@ -406,3 +406,14 @@ def test_the_benchmark_aggregates_with_rliable_and_resumes_without_rerunning_a_c
     assert benchmark.main(argv) == 0
     assert "1 jobs to run" in capsys.readouterr().out
     assert benchmark.main([*argv, "--report-only"]) == 0 and "jobs to run" not in capsys.readouterr().out
+
+
+def test_majority_answer_accuracy_is_what_a_constant_answer_scores():
+    """The benchmark's check for a task a constant answer solves (LetterCount-v0's held-out counts: 41% are 1)."""
+    from agents.common.evaluation import majority_answer_accuracy
+    from text_env import PromptRecord
+
+    records = [PromptRecord("a", "1"), PromptRecord("b", "0"), PromptRecord("c", "1"), PromptRecord("d", ["x", "y"])]
+    assert majority_answer_accuracy(records) == pytest.approx(0.5)
+    assert majority_answer_accuracy([*records, PromptRecord("e")]) is None  # a prompt without a reference
+    assert majority_answer_accuracy([]) is None

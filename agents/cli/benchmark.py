@@ -137,6 +137,21 @@ def recover(out: Path, name: str, result: Path) -> None:
         finished.replace(result)
 
 
+def held_out_majority_answer_accuracy(env_id: str, prompts: int) -> float | None:
+    """What always giving the most common reference scores on the held-out prompts the cells are evaluated on
+    (``None`` for a task without references): an accuracy at this level can be a constant answer."""
+    import gymnasium as gym
+
+    import text_env  # noqa: F401  (registers the ids)
+    from agents.common.evaluation import majority_answer_accuracy
+
+    env = gym.make(env_id)
+    try:
+        return majority_answer_accuracy(list(getattr(env.unwrapped, "eval_records", None) or [])[:prompts])
+    finally:
+        env.close()
+
+
 def normalised_scores(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
     """Per algorithm, ``(seeds, tasks)`` final held-out scores normalised per task (0: the base model's mean score,
     1: its best-of-16, both from the task's 16 base-model samples per held-out prompt, so every cell of a task has
@@ -148,7 +163,10 @@ def normalised_scores(args: argparse.Namespace) -> tuple[dict[str, np.ndarray], 
         reference = json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))
         curve, optimum = reference["curve"], tilted_optimum_curve(reference["scores"])
         base, top = curve[0]["score"], curve[-1]["score"]  # n = 1 (the base model's mean score) and the largest n
-        per_task[env_id] = {"base": base, "best_of_n": top, "optimum_kl_bound": optimum[-1]["kl"], "cells": {}}
+        per_task[env_id] = {
+            "base": base, "best_of_n": top, "optimum_kl_bound": optimum[-1]["kl"],
+            "majority_answer_accuracy": held_out_majority_answer_accuracy(env_id, args.eval_prompts), "cells": {},
+        }  # fmt: skip
         for algorithm in args.algorithms:
             for s, seed in enumerate(args.seeds):
                 path = folder / f"{cell_name(algorithm, seed)}.json"
@@ -334,12 +352,14 @@ def markdown_report(summary: dict[str, Any], out: Path) -> str:
         runs = per_task_cells[env_id]
         task = summary["per_task"][env_id]
         optimum = tilted_optimum_curve(json.loads((folder / "best_of_n.json").read_text(encoding="utf-8"))["scores"])
+        constant = task.get("majority_answer_accuracy")
         lines += [
             "",
             f"## {env_id}",
             "",
             f"Base model {task['base']:.3f}, best-of-{summary['best_of_n']} {task['best_of_n']:.3f}; the "
-            f"KL-regularised optimum is estimated up to {task['optimum_kl_bound']:.2f} nats.",
+            f"KL-regularised optimum is estimated up to {task['optimum_kl_bound']:.2f} nats."
+            + ("" if constant is None else f" Always giving the most common answer scores {constant:.3f} accuracy."),
             "",
             compare_report.format_table(compare_report.summary_rows(runs, algorithms, optimum)),
         ]

@@ -51,6 +51,18 @@ def summarize(result: GenerationResult, task: Task | None = None) -> dict[str, f
     return metrics
 
 
+def majority_answer_accuracy(records: Sequence[PromptRecord]) -> float | None:
+    """Accuracy of always giving the most common reference (``None`` without references): what a constant answer
+    scores on these records. A policy at this accuracy may have learned the answer, not the task."""
+    import json
+    from collections import Counter
+
+    if not records or any(record.reference is None for record in records):
+        return None
+    counts = Counter(json.dumps(record.reference, sort_keys=True, default=str) for record in records)
+    return counts.most_common(1)[0][1] / len(records)
+
+
 def task_of(env: gym.Env) -> Task | None:
     """The registered :class:`~text_env.tasks.base.Task` of an env made with ``gymnasium.make``, else ``None``."""
     from text_env import task_for
