@@ -62,13 +62,18 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 def _count_real_steps(model) -> list[int]:
     """Optimizer steps that changed something (DataParallelCallback's skipped steps have no gradients)."""
+    from agents.common.policy import release_gradients
+
     steps = [0]
 
     def count(optimizer, args, kwargs):
         if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
             steps[0] += 1
 
+    # Counted before the policy's own post-hook releases the gradients (hooks run in registration order).
+    model.policy.gradient_release.remove()
     model.policy.optimizer.register_step_post_hook(count)
+    model.policy.gradient_release = model.policy.optimizer.register_step_post_hook(release_gradients)
     return steps
 
 

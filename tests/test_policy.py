@@ -71,6 +71,31 @@ def test_optimizer_covers_exactly_the_trainable_parameters_and_honours_its_setti
     assert in_optimizer == trainable and len(trainable) > 0
 
 
+def test_adam_runs_fused_unless_the_caller_picks_an_implementation():
+    default = make_ppo().policy.optimizer.param_groups[0]
+    assert default["fused"] is True and default["eps"] == 1e-5  # SB3's Adam eps is kept
+    chosen = make_ppo(optimizer_kwargs=dict(eps=1e-5, foreach=True)).policy.optimizer.param_groups[0]
+    assert chosen["foreach"] is True and not chosen["fused"]
+    sgd = make_ppo(optimizer_class=torch.optim.SGD, optimizer_kwargs=dict(momentum=0.9)).policy.optimizer
+    assert "fused" not in sgd.defaults or not sgd.defaults["fused"]  # only Adam and AdamW are switched
+
+
+def test_each_optimizer_step_releases_the_gradients_it_applied():
+    model = make_ppo()
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    steps = []
+    model.policy.optimizer.register_step_pre_hook(
+        lambda optimizer, args, kwargs: steps.append(sum(p.grad is not None for p in model.policy.parameters()))
+    )
+    model.learn(32)
+    assert steps and all(count > 0 for count in steps)  # each step saw the gradients
+    assert all(p.grad is None for p in model.policy.parameters())  # and none outlived it
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters(), strict=True))
+    model.policy.gradient_release.remove()
+    model.learn(32)
+    assert any(p.grad is not None for p in model.policy.parameters())
+
+
 def test_temperature_scales_sampling_and_log_probs_alike():
     obs, actions = sample_obs(), torch.tensor([40, 41, 42])
     cold = make_ppo(temperature=1.0).policy

@@ -63,6 +63,24 @@ from agents.common.token_distribution import log_prob_and_entropy
 COMPUTE_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
+def fused_by_default(optimizer_class: type[torch.optim.Optimizer], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``fused=True`` for Adam and AdamW unless the caller chose an implementation (``fused`` or
+    ``foreach``): one kernel per step over all parameters, as transformers' Trainer defaults to
+    (``adamw_torch_fused``), instead of torch's per-parameter loop on CPU. Pass ``fused=False`` for a device
+    without fused kernels."""
+    if optimizer_class in (torch.optim.Adam, torch.optim.AdamW) and not {"fused", "foreach"} & set(kwargs):
+        return {**kwargs, "fused": True}
+    return dict(kwargs)
+
+
+def release_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """An optimizer step post-hook: drop the gradients once they are applied. Every update zeroes them before its
+    next backward pass anyway (SB3's and ours), so this changes no result; it keeps the gradients (one float32
+    copy of the trainable weights) out of the next minibatch's forward pass and out of rollouts, the memory peak's
+    largest avoidable part."""
+    optimizer.zero_grad(set_to_none=True)
+
+
 def trunk_precision(compute_dtype: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """``torch.autocast`` to ``compute_dtype`` on ``device``'s type, or nothing for float32."""
     dtype = COMPUTE_DTYPES[compute_dtype]
@@ -299,7 +317,9 @@ class CausalLMPolicyBase:
     """The language-model machinery shared by :class:`CausalLMPolicy` and :class:`MaskableCausalLMPolicy`.
 
     Settings: :class:`LMPolicySettings` (through ``policy_kwargs``), plus SB3's ``optimizer_class`` and
-    ``optimizer_kwargs``.
+    ``optimizer_kwargs``. Adam and AdamW run fused unless ``optimizer_kwargs`` names ``fused`` or ``foreach``
+    (:func:`fused_by_default`), and each optimizer step releases the gradients it applied
+    (:func:`release_gradients`).
     """
 
     # Attributes set by the SB3 base classes, and the settings (plain attributes, set in _store_lm_settings).
@@ -422,7 +442,10 @@ class CausalLMPolicyBase:
         self.rollout_caches = PolicyCaches()  # rollouts: one row per env
         self.prediction_caches = PolicyCaches()  # predict() and generation loops
         trainable = [p for p in self.parameters() if p.requires_grad]  # type: ignore[attr-defined]
-        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        optimizer_kwargs = fused_by_default(self.optimizer_class, self.optimizer_kwargs)
+        self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
+        #: The handle of the :func:`release_gradients` hook: ``.remove()`` keeps the gradients after each step.
+        self.gradient_release = self.optimizer.register_step_post_hook(release_gradients)
 
     def _lm_constructor_parameters(self) -> dict[str, Any]:
         """The settings as they stand now (e.g. ``share_prefixes`` switched off after construction), for saving."""
