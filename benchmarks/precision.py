@@ -70,9 +70,11 @@ def seconds_per_iteration(
     gradient_checkpointing: bool = False,
     lora_r: int = 0,
     chat: bool = False,
+    micro_batch: int = 0,
 ) -> float:
     """Seconds per iteration of ``algorithm`` ("ppo" or "grpo") after one warm-up iteration; ``lora_r`` > 0 trains
-    LoRA adapters of that rank on all linear layers (alpha 2r, as the main job), ``chat`` chat-formats the prompts."""
+    LoRA adapters of that rank on all linear layers (alpha 2r, as the main job), ``chat`` chat-formats the prompts,
+    ``micro_batch`` > 0 accumulates GRPO's gradients over passes of that many completions."""
     env = make_env(stop_on_eos=False, chat=chat)
     policy_kwargs: dict[str, Any] = dict(
         model=spec, compute_dtype=compute_dtype, gradient_checkpointing=gradient_checkpointing
@@ -90,7 +92,7 @@ def seconds_per_iteration(
     else:
         model = GRPO(
             CausalLMPolicy, env, group_size=4, batch_size=8 * 48, kl_coef=0.04, learning_rate=1e-5,
-            policy_kwargs=policy_kwargs, seed=0,
+            micro_batch_size=micro_batch * 48 or None, policy_kwargs=policy_kwargs, seed=0,
         )  # fmt: skip
         model.learn(steps, callback=timer)
     seconds = timer.seconds()[1:]

@@ -190,6 +190,40 @@ def test_the_first_epoch_ratio_is_one_for_every_token():
     assert sum(len(pair[0]) for pair in recorder.pairs) == model.rollout_buffer.active.sum()
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [dict(advantage="grpo"), dict(advantage="dr_grpo"), dict(loss_aggregation="token", kl_coef=0.5),
+     dict(policy_loss="gspo", clip_range=0.01), dict(policy_loss="cispo", clip_range_high=0.05)],
+    ids=["sequence", "constant", "token-with-kl", "gspo", "cispo"],
+)  # fmt: skip
+def test_micro_batches_accumulate_the_minibatch_gradient(settings):
+    """``micro_batch_size`` changes memory, not the update: with SGD (a step is the clipped gradient) the same
+    parameters after two epochs of two minibatches, and the same logged means, whatever the parts."""
+    results = {}
+    for micro_batch_size in (None, 8, 24):  # one pass per minibatch of 4 completions; 4 parts of 1; 3 + 1
+        model = make_grpo(
+            n_envs=8, group_size=4, n_steps=8, batch_size=32, micro_batch_size=micro_batch_size, n_epochs=2,
+            learning_rate=0.5, policy_kwargs=dict(model=tiny_gpt2_config(), optimizer_class=torch.optim.SGD),
+            **settings,
+        )  # fmt: skip
+        eos_prone(model, eos_logit=1.0)  # completions of different lengths
+        before = [p.detach().clone() for p in model.policy.parameters()]
+        model.learn(1)  # one rollout and its update, whose means stay in the logger (SB3 dumps before train())
+        row = dict(model.logger.name_to_value)
+        results[micro_batch_size] = [p.detach().clone() for p in model.policy.parameters()], row
+    whole, whole_row = results[None]
+    assert any(not torch.equal(a, b) for a, b in zip(before, whole, strict=True)), "the update moved the weights"
+    assert whole_row["train/n_updates"] == 4
+    logged = ["loss", "policy_gradient_loss", "entropy", "clip_fraction", "approx_kl", "first_ratio_deviation"]
+    logged += ["kl_loss"] if settings.get("kl_coef") else []
+    for micro_batch_size in (8, 24):
+        params, row = results[micro_batch_size]
+        for a, b in zip(whole, params, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        for key in logged:
+            assert row[f"train/{key}"] == pytest.approx(whole_row[f"train/{key}"], rel=1e-4, abs=1e-7), key
+
+
 def test_all_three_kl_estimates_are_logged_and_the_reward_can_carry_the_penalty(tmp_path):
     model = make_grpo(n_envs=4, group_size=2, n_steps=8, kl_coef=0.5, kl_estimator="k2", kl_in="reward")
     model.set_logger(configure(str(tmp_path), ["csv"]))
@@ -263,6 +297,8 @@ def test_bad_settings_get_clear_errors():
         make_grpo(n_steps=12)
     with pytest.raises(ValueError, match="less than one completion"):
         make_grpo(batch_size=4)
+    with pytest.raises(ValueError, match="micro_batch_size=4 transitions is less than one completion"):
+        make_grpo(micro_batch_size=4)
     with pytest.raises(ValueError, match="kl_estimator must be one of"):
         make_grpo(kl_estimator="k5")
     with pytest.raises(ValueError, match="group_size must be >= 2"):

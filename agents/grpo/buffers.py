@@ -44,6 +44,33 @@ class GroupSamples(NamedTuple):
     completion: torch.Tensor  # (N,) index in [0, n_completions) of the transition's completion
     n_completions: int
 
+    def parts(self, completions_per_part: int | None) -> list[GroupSamples]:
+        """This minibatch cut into micro-batches of ``completions_per_part`` whole completions, in order (the last
+        may hold fewer; ``None`` or at least ``n_completions``: ``[self]``). Each part's ``completion`` counts from 0
+        again; gradient accumulation weighs each part's loss by its share (:func:`agents.grpo.objective.part_weight`).
+        """
+        if completions_per_part is None or completions_per_part >= self.n_completions:
+            return [self]
+        if completions_per_part < 1:
+            raise ValueError(f"completions_per_part must be >= 1 or None, got {completions_per_part}.")
+        firsts = torch.arange(0, self.n_completions, completions_per_part, device=self.completion.device)  # (P,)
+        cuts = torch.searchsorted(self.completion, firsts).tolist() + [len(self.completion)]  # (P + 1,) into (N,)
+        parts = []
+        for first, start, end in zip(firsts.tolist(), cuts[:-1], cuts[1:], strict=True):
+            part = slice(start, end)
+            parts.append(
+                GroupSamples(
+                    observations={key: value[part] for key, value in self.observations.items()},
+                    actions=self.actions[part],
+                    old_log_prob=self.old_log_prob[part],
+                    ref_log_prob=None if self.ref_log_prob is None else self.ref_log_prob[part],
+                    advantages=self.advantages[part],
+                    completion=self.completion[part] - first,
+                    n_completions=min(completions_per_part, self.n_completions - first),
+                )
+            )
+        return parts
+
 
 class GroupRolloutBuffer(BaseBuffer):
     """Complete episodes of prompt groups, with per-completion advantages from the group baseline.

@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from agents.common.kl import KL_ESTIMATORS, kl_estimate
 from agents.common.policy import CausalLMPolicy
 from agents.common.reference import ReferenceModel
-from agents.grpo.buffers import GroupRolloutBuffer
+from agents.grpo.buffers import GroupRolloutBuffer, GroupSamples
 from agents.grpo.objective import (
     ADVANTAGES,
     DEFAULT_AGGREGATION,
@@ -38,6 +38,7 @@ from agents.grpo.objective import (
     POLICY_LOSSES,
     aggregate_loss,
     group_size_problems,
+    part_weight,
     policy_loss,
 )
 
@@ -62,6 +63,11 @@ class GRPO(OnPolicyAlgorithm):
         ``n_steps / T`` prompts per rollout (rounds). ``None``: ``T`` (one round).
     :param batch_size: transitions per minibatch, as in PPO, rounded down to whole completions of ``T`` slots (384
         with ``T = 48``: 8 completions). ``None``: every completion of the rollout in one minibatch.
+    :param micro_batch_size: transitions per forward and backward pass, rounded down to whole completions: each
+        minibatch's gradient is accumulated over micro-batches of this size before its one optimizer step, the
+        same gradient (up to float summation order) with the activations of a micro-batch only: a memory knob, like
+        TRL's ``per_device_train_batch_size`` under ``gradient_accumulation_steps``. A multiple of
+        ``group_size * T`` keeps each prompt encoded once. ``None``: the whole minibatch in one pass.
     :param n_epochs: passes over the rollout (1: purely on-policy; the ratio stays 1 and clipping never acts).
     :param clip_range: PPO's clip of the probability ratio per token, below ``1 - clip_range``.
     :param clip_range_high: the upper clip ``1 + clip_range_high`` (DAPO's clip-higher, e.g. 0.28);
@@ -113,6 +119,7 @@ class GRPO(OnPolicyAlgorithm):
         learning_rate: float | Schedule = 1e-5,
         n_steps: int | None = None,
         batch_size: int | None = None,
+        micro_batch_size: int | None = None,
         n_epochs: int = 1,
         clip_range: float | Schedule = 0.2,
         clip_range_high: float | None = None,
@@ -189,6 +196,7 @@ class GRPO(OnPolicyAlgorithm):
         self.group_size = group_size
         self.advantage = advantage
         self.batch_size = batch_size
+        self.micro_batch_size = micro_batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range
         self.clip_range_high = clip_range_high
@@ -226,6 +234,12 @@ class GRPO(OnPolicyAlgorithm):
                 f"batch_size={self.batch_size} transitions is less than one completion of "
                 f"{self.completion_length} tokens: minibatches hold whole completions; use batch_size >= "
                 f"{self.completion_length}."
+            )
+        if self.micro_batch_size is not None and self.micro_batch_size < self.completion_length:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} transitions is less than one completion of "
+                f"{self.completion_length} tokens: micro-batches hold whole completions; use micro_batch_size >= "
+                f"{self.completion_length}, or None for one pass per minibatch."
             )
         # The reference: free with LoRA (adapters off); a frozen copy otherwise, only when the loss needs it.
         if self.kl_coef > 0 or self.policy.lora is not None:
@@ -422,6 +436,7 @@ class GRPO(OnPolicyAlgorithm):
         clip_low = float(self.clip_range(self._current_progress_remaining))  # type: ignore[operator]
         clip_high = clip_low if self.clip_range_high is None else float(self.clip_range_high)
         per_batch = None if self.batch_size is None else self.batch_size // self.completion_length
+        per_micro_batch = None if self.micro_batch_size is None else self.micro_batch_size // self.completion_length
         use_kl_loss = self.kl_in == "loss" and self.kl_coef > 0
         logs: dict[str, list[float]] = {  # logged as train/<key>
             k: [] for k in ("loss", "policy_gradient_loss", "kl_loss", "entropy", "clip_fraction", "approx_kl")
@@ -430,46 +445,26 @@ class GRPO(OnPolicyAlgorithm):
         continue_training = True
         for epoch in range(self.n_epochs):
             for batch in self.rollout_buffer.get(per_batch):
-                _, log_prob, entropy = self.policy.evaluate_actions(batch.observations, batch.actions)  # (N,) each
-                log_ratio = log_prob - batch.old_log_prob  # (N,)
+                self.policy.optimizer.zero_grad()
+                # Gradient accumulation over micro-batches of whole completions: one part without micro_batch_size.
+                sums: dict[str, float] = {}  # the minibatch's logged means, summed over its parts
+                n_tokens = len(batch.actions)
+                for part in batch.parts(per_micro_batch):
+                    stats = self._backward_part(part, n_tokens, batch.n_completions, clip_low, clip_high, use_kl_loss)
+                    for key, value in stats.items():
+                        combine = max if key == "ratio_deviation" else sum
+                        sums[key] = combine((sums.get(key, 0.0), value))
                 if first_ratio_deviation is None:
-                    first_ratio_deviation = float((log_ratio.detach().exp() - 1).abs().max())
-                pg_per_token, clipped = policy_loss(
-                    self.policy_loss, log_prob, batch.old_log_prob, batch.advantages, batch.completion,
-                    batch.n_completions, clip_low, clip_high,
-                )  # fmt: skip  # (N,) each
-                per_token = pg_per_token
-                if use_kl_loss:
-                    assert batch.ref_log_prob is not None
-                    kl_per_token = kl_estimate(log_prob - batch.ref_log_prob, self.kl_estimator)  # (N,)
-                    per_token = per_token + self.kl_coef * kl_per_token
-                    logs["kl_loss"].append(float(kl_per_token.detach().mean()))
-                if self.ent_coef and entropy is not None:
-                    per_token = per_token - self.ent_coef * entropy
-                reduce = functools.partial(
-                    aggregate_loss,
-                    completion=batch.completion,
-                    n_completions=batch.n_completions,
-                    how=self.loss_aggregation,
-                    max_completion_length=self.completion_length,
-                )
-                loss = reduce(per_token)
-
-                with torch.no_grad():
-                    approx_kl = float(kl_estimate(-log_ratio, "k3").mean())  # KL(pi_old || pi), PPO's approx_kl
-                    logs["approx_kl"].append(approx_kl)
-                    logs["policy_gradient_loss"].append(float(reduce(pg_per_token)))
-                    logs["clip_fraction"].append(float(clipped.float().mean()))
-                    logs["loss"].append(float(loss))
-                    if entropy is not None:
-                        logs["entropy"].append(float(entropy.mean()))
-                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    first_ratio_deviation = sums["ratio_deviation"]
+                for key, values in logs.items():
+                    if key in sums:
+                        values.append(sums[key])
+                if self.target_kl is not None and sums["approx_kl"] > 1.5 * self.target_kl:
+                    self.policy.optimizer.zero_grad()
                     continue_training = False
                     if self.verbose >= 1:
-                        print(f"Early stopping at epoch {epoch} due to reaching max kl: {approx_kl:.3f}")
+                        print(f"Early stopping at epoch {epoch} due to reaching max kl: {sums['approx_kl']:.3f}")
                     break
-                self.policy.optimizer.zero_grad()
-                loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
                 self.policy.optimizer.step()
                 self._n_updates += 1
@@ -483,6 +478,56 @@ class GRPO(OnPolicyAlgorithm):
             self.logger.record("train/first_ratio_deviation", first_ratio_deviation)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_low)
+
+    def _backward_part(
+        self,
+        part: GroupSamples,
+        batch_tokens: int,
+        batch_completions: int,
+        clip_low: float,
+        clip_high: float,
+        use_kl_loss: bool,
+    ) -> dict[str, float]:
+        """Forward and backward pass of one micro-batch, its loss weighted by its share of the minibatch's
+        (:func:`~agents.grpo.objective.part_weight`); returns its weighted contributions to the minibatch's logged
+        means (``ratio_deviation``: its max ``|ratio - 1|``)."""
+        _, log_prob, entropy = self.policy.evaluate_actions(part.observations, part.actions)  # (N,) each
+        log_ratio = log_prob - part.old_log_prob  # (N,)
+        pg_per_token, clipped = policy_loss(
+            self.policy_loss, log_prob, part.old_log_prob, part.advantages, part.completion,
+            part.n_completions, clip_low, clip_high,
+        )  # fmt: skip  # (N,) each
+        per_token = pg_per_token
+        token_share = len(part.actions) / batch_tokens  # the weight of a token mean
+        stats = {}
+        if use_kl_loss:
+            assert part.ref_log_prob is not None
+            kl_per_token = kl_estimate(log_prob - part.ref_log_prob, self.kl_estimator)  # (N,)
+            per_token = per_token + self.kl_coef * kl_per_token
+            stats["kl_loss"] = float(kl_per_token.detach().mean()) * token_share
+        if self.ent_coef and entropy is not None:
+            per_token = per_token - self.ent_coef * entropy
+        reduce = functools.partial(
+            aggregate_loss,
+            completion=part.completion,
+            n_completions=part.n_completions,
+            how=self.loss_aggregation,
+            max_completion_length=self.completion_length,
+        )
+        weight = part_weight(
+            self.loss_aggregation, len(part.actions), part.n_completions, batch_tokens, batch_completions
+        )
+        loss = weight * reduce(per_token)
+        loss.backward()
+        with torch.no_grad():
+            stats["ratio_deviation"] = float((log_ratio.exp() - 1).abs().max())
+            stats["approx_kl"] = float(kl_estimate(-log_ratio, "k3").mean()) * token_share  # KL(pi_old || pi)
+            stats["policy_gradient_loss"] = float(reduce(pg_per_token)) * weight
+            stats["clip_fraction"] = float(clipped.float().mean()) * token_share
+            stats["loss"] = float(loss)
+            if entropy is not None:
+                stats["entropy"] = float(entropy.mean()) * token_share
+        return stats
 
     def learn(
         self: SelfGRPO,

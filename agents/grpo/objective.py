@@ -212,3 +212,14 @@ def aggregate_loss(
         lengths = torch.bincount(completion, minlength=n_completions).clamp(min=1)  # (C,)
         return (sums / lengths).mean()
     raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {how!r}.")
+
+
+def part_weight(how: str, part_tokens: int, part_completions: int, tokens: int, completions: int) -> float:
+    """The weight of a micro-batch's aggregated loss in its minibatch's (gradient accumulation): the sum over the
+    parts of ``weight * aggregate_loss(part)`` equals ``aggregate_loss(minibatch)`` for each ``how``, since
+    ``"token"`` averages over tokens and ``"sequence"`` and ``"constant"`` over completions."""
+    if how == "token":
+        return part_tokens / tokens
+    if how in ("sequence", "constant"):
+        return part_completions / completions
+    raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {how!r}.")

@@ -23,6 +23,9 @@ class GroupSettings(AlgorithmSettings):
 
     group_size: int = option(4, "completions per prompt, a group (n_envs a multiple of it)")
     batch_size: int = option(384, "minibatch size in transitions, rounded down to whole completions (384: 8 of 48)")
+    micro_batch_size: int | None = option(
+        None, "transitions per forward+backward pass, whole completions, gradients accumulated (a memory knob)"
+    )
     n_epochs: int = option(2, "epochs over each rollout (1: purely on-policy, the ratio stays 1)")
     ent_coef: float = option(0.0, "entropy bonus (0 in GRPO and RLOO)")
     max_grad_norm: float = option(1.0, "gradient clipping norm")
@@ -31,7 +34,8 @@ class GroupSettings(AlgorithmSettings):
 
     def problems(self) -> list[str]:
         problems = super().problems() + group_size_problems(self.group_size)
-        return problems + at_least(self, {"batch_size": 1, "n_epochs": 1, "ent_coef": 0.0, "max_grad_norm": 0.0})
+        minimums = {"batch_size": 1, "micro_batch_size": 1, "n_epochs": 1, "ent_coef": 0.0, "max_grad_norm": 0.0}
+        return problems + at_least(self, minimums)
 
     def run_problems(self, n_envs: int, world_size: int) -> list[str]:
         return super().run_problems(n_envs, world_size) + group_size_problems(self.group_size, n_envs, world_size)

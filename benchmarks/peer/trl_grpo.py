@@ -46,7 +46,14 @@ def main() -> None:
     cli.add_argument("--bf16", action="store_true", help="bf16 autocast (TRL's default) instead of float32")
     cli.add_argument("--lora-r", type=int, default=0, help="LoRA rank on every linear layer, alpha 2r (0: full)")
     cli.add_argument("--chat", action="store_true", help="prompts as a user turn of the tokenizer's chat template")
+    cli.add_argument(
+        "--micro-batch", type=int, default=MINIBATCH,
+        help=f"completions per forward+backward pass, gradients accumulated over {MINIBATCH} (a divisor of it)",
+    )  # fmt: skip
     args = cli.parse_args()
+    if args.micro_batch < 1 or MINIBATCH % args.micro_batch:
+        cli.error(f"--micro-batch must divide the minibatch of {MINIBATCH} completions, got {args.micro_batch}")
+    accumulation = MINIBATCH // args.micro_batch  # TRL's gradient_accumulation_steps
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -72,9 +79,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as output_dir:
         config = GRPOConfig(
             output_dir=output_dir,
-            per_device_train_batch_size=MINIBATCH,  # completions per optimizer step
-            gradient_accumulation_steps=1,
-            steps_per_generation=steps_per_iteration,  # 16 completions sampled at once, trained in 2 steps
+            per_device_train_batch_size=args.micro_batch,  # completions per forward+backward pass
+            gradient_accumulation_steps=accumulation,  # passes per optimizer step of MINIBATCH completions
+            steps_per_generation=steps_per_iteration * accumulation,  # 16 completions sampled at once, 2 steps
             num_generations=GROUP_SIZE,
             num_iterations=1,
             max_completion_length=NEW_TOKENS,
