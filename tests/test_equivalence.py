@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import numpy as np
 import pytest
 import torch
 from conftest import tiny_gpt2_config
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
+from torch import nn
 from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast
 
@@ -341,6 +345,8 @@ def test_bf16_decode_steps_with_cast_weights_equal_autocast_casting_at_every_cal
         CausalLMPolicy, envs, policy_kwargs=dict(model=model, compute_dtype="bfloat16", lora=lora), seed=0
     ).policy
     twin = low_precision_twin(policy.trunk, torch.bfloat16)
+    if config != "gpt2" and torch.backends.mkldnn.is_available():  # GPT-2's matmuls are Conv1D, not nn.Linear
+        assert any(isinstance(m.forward, functools.partial) for m in twin.modules()), "oneDNN pre-packed layers"
     casted = [p for p in twin.parameters() if p.dtype == torch.bfloat16]
     shared = {id(p) for p in policy.trunk.parameters()} & {id(p) for p in twin.parameters()}
     assert casted and shared and all(p.dtype == torch.float32 for p in policy.trunk.parameters())
@@ -362,3 +368,24 @@ def test_bf16_decode_steps_with_cast_weights_equal_autocast_casting_at_every_cal
     assert policy._decode_trunks  # the rollout ran through a twin
     policy.set_training_mode(True)  # an update is coming: the twin is dropped, made again at the next decode step
     assert not policy._decode_trunks
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN pre-packing is CPU-only")
+def test_prepacked_bf16_linears_equal_f_linear_under_autocast():
+    """A pre-packed bf16 ``nn.Linear`` (the decode twin's) computes what ``F.linear`` under CPU autocast does, bit for
+    bit, for any number of rows (one decode token, a prefill of many), with and without a bias, from float32 or bf16
+    inputs; layers of other dtypes are left alone."""
+    from agents.common.models import prepack_linears
+
+    torch.manual_seed(0)
+    layers = nn.Sequential(nn.Linear(96, 160), nn.Linear(160, 96, bias=False)).to(torch.bfloat16)
+    plain = nn.Sequential(*(copy.deepcopy(layer) for layer in layers))
+    float_layer = nn.Linear(8, 8)
+    assert prepack_linears(layers) == 2 and prepack_linears(float_layer) == 0
+    for rows in (1, 7, 32, 200):
+        for dtype in (torch.float32, torch.bfloat16):
+            x = torch.randn(rows, 3, 96).to(dtype)  # (rows, 3, in)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                expected, got = plain(x), layers(x)
+            assert got.shape == expected.shape == (rows, 3, 96) and got.dtype == expected.dtype == torch.bfloat16
+            assert torch.equal(got, expected), (rows, dtype)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -184,4 +185,40 @@ def low_precision_twin(trunk: nn.Module, dtype: torch.dtype) -> nn.Module:
             if id(tensor) not in memo:
                 low = nn.Parameter(tensor.detach().to(dtype), requires_grad=False) if cast else tensor
                 memo[id(tensor)] = low
-    return copy.deepcopy(trunk, memo)  # (the shared parameters keep their requires_grad: decode steps run no-grad)
+    twin = copy.deepcopy(trunk, memo)  # (the shared parameters keep their requires_grad: decode steps run no-grad)
+    if dtype == torch.bfloat16:
+        prepack_linears(twin)
+    return twin
+
+
+def prepack_linears(module: nn.Module, rows: int = 32) -> int:
+    """Give each bf16 ``nn.Linear`` of ``module`` on the CPU oneDNN's pre-packed copy of its weight and a forward
+    through it (the packing that ``torch.compile``'s CPU freezing does): ``F.linear`` re-packs the weight into
+    oneDNN's blocked layout at every call, which at a decode step's few rows is a quarter of the matmul time
+    (``benchmarks/decode_ceiling.py``). The input is cast to bf16 as autocast does; the outputs equal ``F.linear``'s
+    (tests/test_equivalence.py). ``rows`` is oneDNN's hint of the batch size. Returns how many layers were packed
+    (0 where torch has no oneDNN). The packed copies go with the module; its weights must not change afterwards.
+    """
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return 0
+    packed = 0
+    for layer in module.modules():
+        if type(layer) is not nn.Linear:
+            continue
+        weight = layer.weight
+        if weight.dtype == torch.bfloat16 and weight.device.type == "cpu":
+            blocked = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+            layer.forward = functools.partial(  # type: ignore[method-assign]
+                _prepacked_linear, weight=blocked, bias=layer.bias, out_features=layer.out_features
+            )
+            packed += 1
+    return packed
+
+
+def _prepacked_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_features: int
+) -> torch.Tensor:
+    """``F.linear(x, w, b)`` in bf16 through oneDNN's pre-packed weight: ``x`` ``(..., in)`` -> ``(..., out)``."""
+    x = x.to(torch.bfloat16)  # autocast's cast of a linear's input
+    out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.shape[-1]), weight, bias, "none", [], "")  # (N, out)
+    return out.reshape(*x.shape[:-1], out_features)
