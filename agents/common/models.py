@@ -173,8 +173,10 @@ def low_precision_twin(trunk: nn.Module, dtype: torch.dtype) -> nn.Module:
     Autocast caches its casts only within one context and only for parameters that require gradients, so each
     decode step (a context of its own; frozen LoRA base weights) re-casts every matmul weight: for SmolLM2-135M,
     reading ~0.4 GB of float32 and writing half that, per token. The twin computes the same products under autocast
-    (a weight already in ``dtype`` is not cast again; tests/test_equivalence.py) without those casts. It costs the
-    cast weights' memory (~0.2 GB for SmolLM2 in bf16) and goes stale when the parameters change: make it again.
+    (a weight already in ``dtype`` is not cast again; tests/test_equivalence.py) without those casts. In bf16 on the
+    CPU its linears also carry oneDNN's pre-packed weights (:func:`prepack_linears`). It costs the cast weights'
+    memory (~0.2 GB for SmolLM2 in bf16, twice that with the packed copies; below the update's peak) and goes stale
+    when the parameters change: make it again.
     """
     from transformers.pytorch_utils import Conv1D
 
