@@ -344,6 +344,11 @@ def test_bf16_decode_steps_with_cast_weights_equal_autocast_casting_at_every_cal
     policy = PPO(
         CausalLMPolicy, envs, policy_kwargs=dict(model=model, compute_dtype="bfloat16", lora=lora), seed=0
     ).policy
+    if lora:  # trained adapters: peft starts B at zero, which would make them add nothing
+        with torch.no_grad():
+            for name, parameter in policy.lm.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(0.0, 0.1)
     twin = low_precision_twin(policy.trunk, torch.bfloat16)
     if config != "gpt2" and torch.backends.mkldnn.is_available():  # GPT-2's matmuls are Conv1D, not nn.Linear
         assert any(isinstance(m.forward, functools.partial) for m in twin.modules()), "oneDNN pre-packed layers"
