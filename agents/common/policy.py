@@ -514,7 +514,7 @@ class CausalLMPolicyBase:
         """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` (zeros without a value head) from last hidden
         states ``(B, H)``."""
         # Heads in the weights' dtype (float32 unless the model was loaded otherwise), outside any autocast.
-        logits = self.lm_head(policy_hidden.to(model_dtype(self.lm_head))).float() / self.temperature  # (B, V)
+        logits = scale_logits(self.lm_head(policy_hidden.to(model_dtype(self.lm_head))).float(), self.temperature)
         if self.value_head is None:
             return logits, logits.new_zeros(logits.shape[0], 1)
         values = self.value_head(value_hidden.to(self.value_head.weight.dtype)).float()  # (B, 1)
@@ -624,6 +624,12 @@ class MaskableCausalLMPolicy(CausalLMPolicyBase, MaskableActorCriticPolicy):
     """
 
 
+def scale_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` ``(B, V)``, skipped at temperature 1 (the identity, and a pass over B x V floats: ~45
+    ms for 768 x 49,152 on 2 CPU cores, in the forward and again in the backward pass)."""
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off, in eval mode: the KL reference when there is no LoRA."""
     reference = copy.deepcopy(module).eval()
@@ -638,4 +644,5 @@ __all__ = [
     "MaskableCausalLMPolicy",
     "frozen_copy",
     "sample_token_ids",
+    "scale_logits",
 ]

@@ -19,7 +19,14 @@ from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
 from agents.common.models import ModelSpec, load_causal_lm, model_dtype, trunk_and_head
-from agents.common.policy import CausalLMPolicyBase, frozen_copy, last_token_hidden, mask_logits, trunk_precision
+from agents.common.policy import (
+    CausalLMPolicyBase,
+    frozen_copy,
+    last_token_hidden,
+    mask_logits,
+    scale_logits,
+    trunk_precision,
+)
 
 
 class ReferenceModel:
@@ -96,7 +103,7 @@ class ReferenceModel:
                 )  # (b, H)
                 hidden = hidden.to(model_dtype(self.head))  # the head outside autocast, in its weights' dtype
                 with torch.autocast(device_type=hidden.device.type, enabled=False):
-                    logits = self.head(hidden).float() / self.policy.temperature  # (b, V)
+                    logits = scale_logits(self.head(hidden).float(), self.policy.temperature)  # (b, V)
                 yield rows, mask_logits(logits, None if action_masks is None else action_masks[rows])
 
     @torch.no_grad()
