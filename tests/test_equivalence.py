@@ -350,7 +350,7 @@ def test_bf16_decode_steps_with_cast_weights_equal_autocast_casting_at_every_cal
                 if "lora_B" in name:
                     parameter.normal_(0.0, 0.1)
     twin = low_precision_twin(policy.trunk, torch.bfloat16)
-    if config != "gpt2" and torch.backends.mkldnn.is_available():  # GPT-2's matmuls are Conv1D, not nn.Linear
+    if config != "gpt2" and _packs_bf16():  # GPT-2's matmuls are Conv1D, not nn.Linear
         assert any(isinstance(m.forward, functools.partial) for m in twin.modules()), "oneDNN pre-packed layers"
     casted = [p for p in twin.parameters() if p.dtype == torch.bfloat16]
     shared = {id(p) for p in policy.trunk.parameters()} & {id(p) for p in twin.parameters()}
@@ -375,7 +375,13 @@ def test_bf16_decode_steps_with_cast_weights_equal_autocast_casting_at_every_cal
     assert not policy._decode_trunks
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="oneDNN pre-packing is CPU-only")
+def _packs_bf16() -> bool:
+    from agents.common.models import onednn_packs_bf16
+
+    return onednn_packs_bf16()
+
+
+@pytest.mark.skipif(not _packs_bf16(), reason="no oneDNN bf16 kernels on this CPU (or no oneDNN)")
 def test_prepacked_bf16_linears_equal_f_linear_under_autocast():
     """A pre-packed bf16 ``nn.Linear`` (the decode twin's) computes what ``F.linear`` under CPU autocast does, bit for
     bit, for any number of rows (one decode token, a prefill of many), with and without a bias, from float32 or bf16

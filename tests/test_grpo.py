@@ -196,11 +196,17 @@ def test_the_first_epoch_ratio_is_one_for_every_token():
      dict(policy_loss="gspo", clip_range=0.01), dict(policy_loss="cispo", clip_range_high=0.05)],
     ids=["sequence", "constant", "token-with-kl", "gspo", "cispo"],
 )  # fmt: skip
-def test_micro_batches_accumulate_the_minibatch_gradient(settings):
+def test_micro_batches_accumulate_the_minibatch_gradient(settings, monkeypatch):
     """``micro_batch_size`` changes memory, not the update: with SGD (a step is the clipped gradient) the same
     parameters after two epochs of two minibatches, and the same logged means, whatever the parts."""
-    results = {}
+    passes: list[int] = []  # completions of each forward+backward pass
+    real = GRPO._backward_part
+    monkeypatch.setattr(
+        GRPO, "_backward_part", lambda self, part, *args: passes.append(part.n_completions) or real(self, part, *args)
+    )
+    results, parts = {}, {}
     for micro_batch_size in (None, 8, 24):  # one pass per minibatch of 4 completions; 4 parts of 1; 3 + 1
+        passes.clear()
         model = make_grpo(
             n_envs=8, group_size=4, n_steps=8, batch_size=32, micro_batch_size=micro_batch_size, n_epochs=2,
             learning_rate=0.5, policy_kwargs=dict(model=tiny_gpt2_config(), optimizer_class=torch.optim.SGD),
@@ -211,6 +217,8 @@ def test_micro_batches_accumulate_the_minibatch_gradient(settings):
         model.learn(1)  # one rollout and its update, whose means stay in the logger (SB3 dumps before train())
         row = dict(model.logger.name_to_value)
         results[micro_batch_size] = [p.detach().clone() for p in model.policy.parameters()], row
+        parts[micro_batch_size] = list(passes)
+    assert parts == {None: [4] * 4, 8: [1] * 16, 24: [3, 1] * 4}  # 2 epochs x 2 minibatches, cut as asked
     whole, whole_row = results[None]
     assert any(not torch.equal(a, b) for a, b in zip(before, whole, strict=True)), "the update moved the weights"
     assert whole_row["train/n_updates"] == 4

@@ -427,3 +427,19 @@ def test_an_option_the_algorithm_does_not_use_is_an_error(argv, words, capsys, n
 def test_options_at_their_default_and_task_settings_are_not_errors(no_model_loads):
     assert parse_config(["--algorithm", "grpo", "--kl-horizon", "10000"]).algorithm == "grpo"  # the default value
     assert parse_config(["--env-id", "text_env/Arithmetic-v0", "--algorithm", "ppo"]).settings.n_epochs == 1  # task
+
+
+def test_a_resumed_group_run_takes_its_micro_batch_size_from_the_command_line(tmp_path, flaky_reward, monkeypatch):
+    """A memory knob (``per_process``) may change on ``--resume`` (e.g. after running out of memory), where the
+    checkpoint's other settings win: the resumed updates run in micro-batches of one completion (8 tokens)."""
+    from agents import GRPO
+
+    group = ["--algorithm", "grpo", "--group-size", "2"]
+    assert main(_tiny_run_argv(tmp_path, *group, "--total-timesteps", "32")) == 0
+    passes: list[int] = []
+    real = GRPO._backward_part
+    monkeypatch.setattr(
+        GRPO, "_backward_part", lambda self, part, *args: passes.append(part.n_completions) or real(self, part, *args)
+    )
+    assert main(["--resume", str(tmp_path / "runs" / "t"), "--total-timesteps", "64", "--micro-batch-size", "8"]) == 0
+    assert passes and set(passes) == {1}  # one completion per forward+backward pass after the resume

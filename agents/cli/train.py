@@ -275,9 +275,11 @@ def resume_model(config: TrainConfig, local: TrainConfig, env: Any) -> tuple[Any
         problem = f"no checkpoint in {directory}: start the run again instead."
     else:
         algorithm = get_algorithm(config.algorithm).algorithm_class
-        per_rank = {name: getattr(local.settings, name) for name in local.settings.per_rank}  # the world may differ
+        # The world may differ (per-rank shares), and memory knobs may change (e.g. after running out of memory).
+        names = (*local.settings.per_rank, *local.settings.per_process)
+        overrides = {name: getattr(local.settings, name) for name in names}
         try:
-            loaded = load_checkpoint_state(algorithm, path, env, device=local.run.device, **per_rank)
+            loaded = load_checkpoint_state(algorithm, path, env, device=local.run.device, **overrides)
         except Exception as error:  # noqa: BLE001  (a truncated or foreign file: reported by every rank below)
             problem = (
                 f"cannot load {path}: {type(error).__name__}: {error}\nDelete it to resume from the checkpoint "

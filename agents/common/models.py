@@ -196,12 +196,13 @@ def low_precision_twin(trunk: nn.Module, dtype: torch.dtype) -> nn.Module:
 def prepack_linears(module: nn.Module, rows: int = 32) -> int:
     """Give each bf16 ``nn.Linear`` of ``module`` on the CPU oneDNN's pre-packed copy of its weight and a forward
     through it (the packing that ``torch.compile``'s CPU freezing does): ``F.linear`` re-packs the weight into
-    oneDNN's blocked layout at every call, which at a decode step's few rows is a quarter of the matmul time
-    (``benchmarks/decode_ceiling.py``). The input is cast to bf16 as autocast does; the outputs equal ``F.linear``'s
-    (tests/test_equivalence.py). ``rows`` is oneDNN's hint of the batch size. Returns how many layers were packed
-    (0 where torch has no oneDNN). The packed copies go with the module; its weights must not change afterwards.
+    oneDNN's blocked layout at every call (bf16 rollouts 1.08x with the weights packed once, full fine-tuning;
+    ``benchmarks/decode_ceiling.py``). The input is cast to bf16 as autocast does; the outputs equal ``F.linear``'s
+    (tests/test_equivalence.py). ``rows`` is oneDNN's hint of the batch size. Returns how many layers were packed:
+    0 where torch has no oneDNN or oneDNN has no bf16 kernels for this CPU (no AVX-512 BF16/AMX: ``F.linear``
+    stays). The packed copies go with the module; its weights must not change afterwards.
     """
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+    if not onednn_packs_bf16():
         return 0
     packed = 0
     for layer in module.modules():
@@ -215,6 +216,15 @@ def prepack_linears(module: nn.Module, rows: int = 32) -> int:
             )
             packed += 1
     return packed
+
+
+def onednn_packs_bf16() -> bool:
+    """Whether this torch and CPU pack bf16 weights in oneDNN (its bf16 path needs AVX-512 BF16 or AMX on x86)."""
+    mkldnn = torch.backends.mkldnn
+    if not (mkldnn.is_available() and mkldnn.enabled and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")):
+        return False
+    supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(supported()) if supported is not None else False
 
 
 def _prepacked_linear(

@@ -26,6 +26,8 @@ class AlgorithmSettings:
     """The options every on-policy algorithm here takes; subclasses add their own.
 
     :cvar per_rank: options that are totals over data-parallel ranks, each rank taking ``value / world_size``.
+    :cvar per_process: options that shape only how this process computes the same update (memory knobs): a resumed
+        run takes them from its command line, where the checkpoint's other settings win.
     :cvar tiny_task: the algorithm's step sizes on the tiny task (``agents.compare``'s tiny mode).
     """
 
@@ -33,6 +35,7 @@ class AlgorithmSettings:
     n_steps: int = option(48, "steps per env per rollout (48: one episode each)")
 
     per_rank: ClassVar[tuple[str, ...]] = ()
+    per_process: ClassVar[tuple[str, ...]] = ()
     #: Step sizes on the tiny Vowels task from a random 2-layer model (``agents.compare``'s tiny mode).
     tiny_task: ClassVar[dict[str, Any]] = {"n_steps": 64, "learning_rate": 3e-3}
 

@@ -459,6 +459,8 @@ class GRPO(OnPolicyAlgorithm):
                 for key, values in logs.items():
                     if key in sums:
                         values.append(sums[key])
+                # Checked once the minibatch's parts are through (each part's backward frees its activations), so a
+                # stopped minibatch has paid its backward passes; its gradients are dropped, with no step.
                 if self.target_kl is not None and sums["approx_kl"] > 1.5 * self.target_kl:
                     self.policy.optimizer.zero_grad()
                     continue_training = False

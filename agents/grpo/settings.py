@@ -31,6 +31,7 @@ class GroupSettings(AlgorithmSettings):
     max_grad_norm: float = option(1.0, "gradient clipping norm")
 
     per_rank: ClassVar[tuple[str, ...]] = ("batch_size",)
+    per_process: ClassVar[tuple[str, ...]] = ("micro_batch_size",)
 
     def problems(self) -> list[str]:
         problems = super().problems() + group_size_problems(self.group_size)
