@@ -78,6 +78,15 @@ def test_adam_runs_fused_unless_the_caller_picks_an_implementation():
     assert chosen["foreach"] is True and not chosen["fused"]
     sgd = make_ppo(optimizer_class=torch.optim.SGD, optimizer_kwargs=dict(momentum=0.9)).policy.optimizer
     assert "fused" not in sgd.defaults or not sgd.defaults["fused"]  # only Adam and AdamW are switched
+    # A state saved before fused was the default (implementation unset) loads fused; a chosen one is kept.
+    optimizer = make_ppo().policy.optimizer
+    old = optimizer.state_dict()
+    old["param_groups"][0] |= {"fused": None, "foreach": None}
+    optimizer.load_state_dict(old)
+    assert optimizer.param_groups[0]["fused"] is True
+    old["param_groups"][0] |= {"fused": None, "foreach": False}
+    optimizer.load_state_dict(old)
+    assert not optimizer.param_groups[0]["fused"] and optimizer.param_groups[0]["foreach"] is False
 
 
 def test_each_optimizer_step_releases_the_gradients_it_applied():

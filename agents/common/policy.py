@@ -73,6 +73,15 @@ def fused_by_default(optimizer_class: type[torch.optim.Optimizer], kwargs: dict[
     return dict(kwargs)
 
 
+def keep_fused(optimizer: torch.optim.Optimizer) -> None:
+    """An optimizer load-state post-hook: a state saved before Adam ran fused by default (implementation left
+    unset) would bring back torch's per-parameter loop on load; keep the fused default instead. An implementation
+    chosen in the saved state (``fused`` or ``foreach`` set) is kept."""
+    for group in optimizer.param_groups:
+        if group.get("fused") is None and group.get("foreach") is None:
+            group["fused"] = True
+
+
 def release_gradients(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     """An optimizer step post-hook: drop the gradients once they are applied. Every update zeroes them before its
     next backward pass anyway (SB3's and ours), so this changes no result; it keeps the gradients (one float32
@@ -446,6 +455,8 @@ class CausalLMPolicyBase:
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
         #: The handle of the :func:`release_gradients` hook: ``.remove()`` keeps the gradients after each step.
         self.gradient_release = self.optimizer.register_step_post_hook(release_gradients)
+        if optimizer_kwargs.get("fused") and "fused" not in self.optimizer_kwargs:
+            self.optimizer.register_load_state_dict_post_hook(keep_fused)
 
     def _lm_constructor_parameters(self) -> dict[str, Any]:
         """The settings as they stand now (e.g. ``share_prefixes`` switched off after construction), for saving."""
