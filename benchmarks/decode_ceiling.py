@@ -64,12 +64,15 @@ def rollouts_with_and_without_prepacking(rows: int, pairs: int) -> dict[str, Any
     """Tokens/s of bf16 rollouts (``rows`` envs x 48 tokens, ``benchmarks/throughput.py``'s PPO) whose decode twin
     is pre-packed or not, alternated in this process (ABBA: each order equally often), full fine-tuning and LoRA
     r=16 (the main job's policy)."""
+    import throughput
     from throughput import NEW_TOKENS, make_env, make_ppo, time_collect
 
     import agents.common.models as models
 
     real, off = models.prepack_linears, (lambda module, rows=32: 0)
+    throughput.N_ENVS = rows  # make_env's env count (its own default is 16)
     env = make_env()
+    assert env.num_envs == rows
     out: dict[str, Any] = {}
     for case, extra in {"full": {}, "lora16": {"lora": dict(r=16, lora_alpha=32, target_modules="all-linear")}}.items():
         model = make_ppo("smollm2-135m-instruct", env, fast=True, compute_dtype="bfloat16", **extra)

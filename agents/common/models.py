@@ -196,11 +196,12 @@ def low_precision_twin(trunk: nn.Module, dtype: torch.dtype) -> nn.Module:
 def prepack_linears(module: nn.Module, rows: int = 32) -> int:
     """Give each bf16 ``nn.Linear`` of ``module`` on the CPU oneDNN's pre-packed copy of its weight and a forward
     through it (the packing that ``torch.compile``'s CPU freezing does): ``F.linear`` re-packs the weight into
-    oneDNN's blocked layout at every call (bf16 rollouts 1.08x with the weights packed once, full fine-tuning;
-    ``benchmarks/decode_ceiling.py``). The input is cast to bf16 as autocast does; the outputs equal ``F.linear``'s
-    (tests/test_equivalence.py). ``rows`` is oneDNN's hint of the batch size. Returns how many layers were packed:
-    0 where torch has no oneDNN or oneDNN has no bf16 kernels for this CPU (no AVX-512 BF16/AMX: ``F.linear``
-    stays). The packed copies go with the module; its weights must not change afterwards.
+    oneDNN's blocked layout at every call (a decode step's trunk matmuls take 0.87x the time packed once; bf16
+    rollouts 1.02-1.14x with full fine-tuning, noise with LoRA: ``benchmarks/decode_ceiling.py``, docs/speed.md).
+    The input is cast to bf16 as autocast does; the outputs equal ``F.linear``'s (tests/test_equivalence.py).
+    ``rows`` is oneDNN's hint of the batch size. Returns how many layers were packed: 0 where torch has no oneDNN
+    or oneDNN has no bf16 kernels for this CPU (no AVX-512 BF16/AMX: ``F.linear`` stays). The packed copies go with
+    the module; its weights must not change afterwards.
     """
     if not onednn_packs_bf16():
         return 0

@@ -74,9 +74,9 @@ def fused_by_default(optimizer_class: type[torch.optim.Optimizer], kwargs: dict[
 
 
 def keep_fused(optimizer: torch.optim.Optimizer) -> None:
-    """An optimizer load-state post-hook: a state saved before Adam ran fused by default (implementation left
-    unset) would bring back torch's per-parameter loop on load; keep the fused default instead. An implementation
-    chosen in the saved state (``fused`` or ``foreach`` set) is kept."""
+    """An optimizer load-state post-hook of a fused optimizer: a state saved before Adam ran fused by default
+    (implementation left unset) would bring back torch's per-parameter loop on load; keep it fused instead. An
+    implementation chosen in the saved state (``fused`` or ``foreach`` set) is kept."""
     for group in optimizer.param_groups:
         if group.get("fused") is None and group.get("foreach") is None:
             group["fused"] = True
@@ -455,7 +455,7 @@ class CausalLMPolicyBase:
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **optimizer_kwargs)  # type: ignore[call-arg]
         #: The handle of the :func:`release_gradients` hook: ``.remove()`` keeps the gradients after each step.
         self.gradient_release = self.optimizer.register_step_post_hook(release_gradients)
-        if optimizer_kwargs.get("fused") and "fused" not in self.optimizer_kwargs:
+        if optimizer_kwargs.get("fused"):
             self.optimizer.register_load_state_dict_post_hook(keep_fused)
 
     def _lm_constructor_parameters(self) -> dict[str, Any]:
