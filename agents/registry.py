@@ -27,6 +27,7 @@ from agents.common.policy import CausalLMPolicy, MaskableCausalLMPolicy
 from agents.common.settings import A2CSettings, AlgorithmSettings, NLPOSettings, PPOSettings, TRPOSettings
 from agents.grpo import GRPO
 from agents.grpo.settings import (
+    APOSettings,
     CISPOSettings,
     DAPOSettings,
     GRPOSettings,
@@ -162,6 +163,14 @@ ALGORITHMS: dict[str, AlgorithmSpec] = {
         RAFTSettings,
         "RAFT: rejection sampling, the LM loss on the best completion of each group",
         {"advantage": "raft", "policy_loss": "nll"},
+    ),
+    "apo": AlgorithmSpec(
+        GRPO,
+        CausalLMPolicy,
+        None,
+        APOSettings,
+        "A*-PO: regress beta log(pi/pi_ref) on r - V*(x), the advantage of the KL-regularised optimum",
+        {"advantage": "apo", "policy_loss": "apo", "loss_aggregation": "sequence"},
     ),
 }
 

@@ -31,6 +31,7 @@ SETTINGS = {
     "reinforce_pp": dict(group_size=2, n_steps=8, batch_size=8),
     "reinforce_pp_baseline": dict(group_size=2, n_steps=8, batch_size=8),
     "raft": dict(group_size=2, n_steps=8, batch_size=8),
+    "apo": dict(group_size=2, n_steps=8, batch_size=8, kl_coef=0.1),
 }
 CRITICS = sorted(name for name, spec in ALGORITHMS.items() if issubclass(spec.settings, CriticSettings))
 

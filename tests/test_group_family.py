@@ -1,5 +1,6 @@
-"""The GRPO family of 2025: GSPO, CISPO, DAPO (dynamic sampling), REINFORCE++ and RAFT. Each formula on hand-made
-numbers, dynamic sampling on a task where most groups carry no signal, and each entry learning the tiny task."""
+"""The GRPO family of 2025: GSPO, CISPO, DAPO (dynamic sampling), REINFORCE++, RAFT and A*-PO. Each formula on
+hand-made numbers or a closed form, dynamic sampling on a task where most groups carry no signal, and each entry
+learning the tiny task."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from stable_baselines3.common.env_util import make_vec_env
 from agents.common.callbacks import RolloutHistoryCallback
 from agents.common.kl import KLSettings
 from agents.grpo.buffers import GroupRolloutBuffer
-from agents.grpo.objective import group_advantages, policy_loss, reinforce_pp_advantages
+from agents.grpo.objective import group_advantages, optimal_advantages, policy_loss, reinforce_pp_advantages
 from agents.registry import ALGORITHMS, make_algorithm
 from text_env import TextGenerationEnv
 
-NEW_ENTRIES = ("dapo", "gspo", "cispo", "reinforce_pp", "reinforce_pp_baseline", "raft")
+NEW_ENTRIES = ("dapo", "gspo", "cispo", "reinforce_pp", "reinforce_pp_baseline", "raft", "apo")
 
 
 # ---------------------------------------------------------------------------- the formulas, by hand
@@ -77,6 +78,82 @@ def test_reinforce_pp_advantages_are_whitened_returns_to_go_with_the_kl_per_toke
     returns = np.array([0.2, 0.25, 0.35, -0.5, -0.25])  # env 1: -0.25, 0.25 - 0.5 -> -0.5, -0.25
     baseline = reinforce_pp_advantages(rewards, active, kl, kl_coef=0.5, group_size=2)
     np.testing.assert_allclose(baseline[0][active[0]], ((returns - returns.mean()) / returns.std())[[0, 3, 1, 4, 2]])
+
+
+# ---------------------------------------------------------------------------- A*-PO
+#: A categorical reference over four outcomes (one-token completions) with their rewards, and beta.
+REFERENCE, REWARDS, BETA = np.array([0.4, 0.3, 0.2, 0.1]), np.array([0.0, 0.5, 1.0, -1.0]), 0.25
+V_STAR = BETA * math.log(float((REFERENCE * np.exp(REWARDS / BETA)).sum()))  # beta log E_ref[exp(r / beta)]
+OPTIMUM = REFERENCE * np.exp((REWARDS - V_STAR) / BETA)  # pi* = pi_ref exp((r - V*) / beta), sums to 1
+
+
+def test_the_optimal_value_is_exact_from_a_proposal_that_covers_every_outcome_once():
+    """Each outcome sampled once from a uniform pi_old: the importance-weighted mean is the expectation itself."""
+    log_ratio = np.log(0.25 / REFERENCE)  # log pi_old(y) / pi_ref(y) per outcome
+    targets = optimal_advantages(REWARDS, log_ratio, BETA)
+    np.testing.assert_allclose(REWARDS - targets, V_STAR, rtol=1e-12)
+
+
+def test_the_optimal_value_is_exact_from_any_samples_of_the_optimum():
+    """At pi_old = pi*, every weighted term is exp(V* / beta): two samples, even the same one twice, give V*."""
+    for picks in ([0, 2], [3, 3], [1, 2]):
+        log_ratio = np.log(OPTIMUM[picks] / REFERENCE[picks])
+        np.testing.assert_allclose(REWARDS[picks] - optimal_advantages(REWARDS[picks], log_ratio, BETA), V_STAR)
+
+
+def test_the_optimal_value_from_reference_samples_is_a_log_mean_exp_biased_low():
+    """From samples of pi_ref (A*-PO's first stage): close to V* with many, lower on average with few (Jensen)."""
+    rng = np.random.default_rng(0)
+    many = rng.choice(4, size=(1, 200_000), p=REFERENCE)
+    v_many = (REWARDS[many] - optimal_advantages(REWARDS[many], np.zeros(many.shape), BETA))[0, 0]
+    assert abs(v_many - V_STAR) < 0.01, (v_many, V_STAR)
+    few = rng.choice(4, size=(20_000, 4), p=REFERENCE)  # 20,000 groups of 4
+    v_few = (REWARDS[few] - optimal_advantages(REWARDS[few], np.zeros(few.shape), BETA))[:, 0]
+    assert v_few.mean() < V_STAR - 0.02, (v_few.mean(), V_STAR)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        optimal_advantages(REWARDS, np.zeros(4), 0.0)
+
+
+def test_the_apo_loss_is_the_squared_error_of_each_completions_log_ratio():
+    log_prob = torch.tensor([-1.0, -2.0, -0.5], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([-1.5, -1.0, -0.5], dtype=torch.float64)
+    completion, targets = torch.tensor([0, 0, 1]), torch.tensor([0.3, 0.3, -0.2], dtype=torch.float64)
+    loss, clipped = policy_loss("apo", log_prob, torch.zeros(3), targets, completion, 2, 0.2, 0.2, ref, beta=0.5)
+    # completion 0: log ratio 0.5 - 1.0 = -0.5, 0.5 * -0.5 - 0.3 = -0.55; completion 1: 0 - (-0.2) = 0.2
+    torch.testing.assert_close(loss.detach(), torch.tensor([0.3025, 0.3025, 0.04], dtype=torch.float64))
+    assert not clipped.any()
+    loss[0].backward()  # d/d log_prob_t of (beta * S - A)^2 = 2 * beta * (beta * S - A) for each token of the completion
+    torch.testing.assert_close(log_prob.grad, torch.tensor([-0.55, -0.55, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="needs the reference"):
+        policy_loss("apo", log_prob, torch.zeros(3), targets, completion, 2, 0.2, 0.2)
+
+
+def test_minimising_the_apo_loss_gives_the_optimum():
+    """A policy over the four outcomes regressed on r - V* (each outcome a one-token completion) reaches
+    pi* = pi_ref exp((r - V*) / beta): the loss aims at the KL-regularised optimum, not at the best outcome."""
+    logits = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    ref = torch.as_tensor(np.log(REFERENCE))
+    targets = torch.as_tensor(REWARDS - V_STAR)
+    optimizer = torch.optim.Adam([logits], lr=0.05)
+    for _ in range(2000):
+        optimizer.zero_grad()
+        loss, _ = policy_loss("apo", logits.log_softmax(0), ref, targets, torch.arange(4), 4, 0.2, 0.2, ref, BETA)
+        loss.mean().backward()
+        optimizer.step()
+    np.testing.assert_allclose(logits.softmax(0).detach().numpy(), OPTIMUM, atol=1e-4)
+    assert OPTIMUM.argmax() == REWARDS.argmax() and OPTIMUM.max() < 0.9  # the optimum keeps the other outcomes
+
+
+def test_apo_refuses_settings_that_do_not_define_an_optimum():
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    with pytest.raises(ValueError, match="A\\*-PO needs kl_coef > 0"):
+        make_algorithm("apo", env, policy_kwargs=dict(model=tiny_gpt2_config()), group_size=2)
+    with pytest.raises(ValueError, match="kl_in must be 'loss'"):
+        make_algorithm("apo", env, policy_kwargs=dict(model=tiny_gpt2_config()), group_size=2, kl_coef=0.1,
+                       kl_in="reward")  # fmt: skip
+    settings = ALGORITHMS["apo"].settings()
+    assert [o for o, _ in settings.kl_problems(KLSettings(coef=0.0, estimator="k3"))] == ["kl_coef", "kl_estimator"]
+    assert settings.kl_kwargs(KLSettings(coef=0.05)) == {"kl_coef": 0.05, "kl_in": "loss"}
 
 
 # ---------------------------------------------------------------------------- dynamic sampling
@@ -145,7 +222,7 @@ def test_the_new_entries_are_registered_with_their_papers_settings():
 @pytest.mark.parametrize("name", NEW_ENTRIES)
 def test_each_new_entry_learns_the_vowels_task(name):
     """The learning threshold and budget of the other algorithms (tests/test_learning.py): 10,240 env steps."""
-    overrides = {"gspo": dict(n_epochs=1)}.get(name, {})
+    overrides = {"gspo": dict(n_epochs=1), "apo": dict(kl_coef=0.05)}.get(name, {})
     model = make_algorithm(
         name, make_vec_env("text_env/Vowels-v0", n_envs=8, seed=0), policy_kwargs=dict(model=tiny_gpt2_config()),
         seed=0, group_size=4, n_steps=64, batch_size=64, learning_rate=3e-3, **{"n_epochs": 4, **overrides},

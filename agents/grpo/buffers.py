@@ -23,9 +23,11 @@ from stable_baselines3.common.buffers import BaseBuffer
 
 from agents.common.kl import kl_estimate
 from agents.grpo.objective import (
+    OPTIMAL_ADVANTAGES,
     TOKEN_ADVANTAGES,
     group_advantages,
     group_size_problems,
+    optimal_advantages,
     reinforce_pp_advantages,
 )
 
@@ -217,9 +219,10 @@ class GroupRolloutBuffer(BaseBuffer):
         """Compute each completion's reward and group-relative advantage; return rollout statistics.
 
         :param ref_log_probs: ``(S, E)`` reference log-probabilities of the stored actions (inactive rows ignored).
-        :param advantage: a group advantage (:data:`~agents.grpo.objective.GROUP_ADVANTAGES`: one per completion)
-            or a per-token one (:data:`~agents.grpo.objective.TOKEN_ADVANTAGES`: REINFORCE++, whose KL term is
-            ``-kl_coef * k1`` in each token's reward when ``kl_in_reward``).
+        :param advantage: a group advantage (:data:`~agents.grpo.objective.GROUP_ADVANTAGES`: one per completion),
+            a per-token one (:data:`~agents.grpo.objective.TOKEN_ADVANTAGES`: REINFORCE++, whose KL term is
+            ``-kl_coef * k1`` in each token's reward when ``kl_in_reward``) or ``"apo"`` (A*-PO's ``r - V*(x)``
+            with ``beta = kl_coef``, from the group and ``ref_log_probs``).
         :param kl_in_reward: subtract ``kl_coef * sum_t k(t)`` from each completion's reward before the baseline.
         :param drop_all_equal_groups: leave groups whose rewards are all equal (advantage 0 for every member, no
             learning signal) out of the minibatches (DAPO's dynamic-sampling filter, without re-sampling).
@@ -251,8 +254,17 @@ class GroupRolloutBuffer(BaseBuffer):
         groups = self.group_view(rewards)  # (R, g, G)
         all_equal = (groups == groups[..., :1]).all(-1)  # (R, g)
         self.completion_rewards = rewards
-        group_kind = "grpo" if advantage in TOKEN_ADVANTAGES else advantage  # (unused then: per-token advantages)
-        self.completion_advantages = group_advantages(groups, group_kind).reshape(rewards.shape)
+        if advantage in OPTIMAL_ADVANTAGES:
+            if ref_log_probs is None:
+                raise ValueError(f"advantage={advantage!r} needs the reference's log-probabilities (ref_log_probs).")
+            log_ratio = (self.log_probs.astype(np.float64) - ref_log_probs).reshape(active.shape)  # (R, T, E)
+            sequence_log_ratio = self.group_view((log_ratio * active).sum(1))  # (R, g, G) log pi_old/pi_ref
+            targets = optimal_advantages(groups, sequence_log_ratio, kl_coef)  # (R, g, G) r - V*
+            stats["optimal_value"] = float((groups - targets).mean())  # V*(x), averaged over the groups
+            self.completion_advantages = targets.reshape(rewards.shape)
+        else:
+            group_kind = "grpo" if advantage in TOKEN_ADVANTAGES else advantage  # (unused then: per-token ones)
+            self.completion_advantages = group_advantages(groups, group_kind).reshape(rewards.shape)
         keep = ~all_equal if drop_all_equal_groups else np.ones_like(all_equal)
         self.keep_completion = np.repeat(keep, self.group_size, axis=-1).reshape(rewards.shape)
         if advantage == "raft":  # rejection sampling: only the chosen completions are trained on

@@ -56,8 +56,10 @@ class GRPO(OnPolicyAlgorithm):
     :param policy: :class:`~agents.CausalLMPolicy` (built without a value head: ``value_head=False`` is set).
     :param env: the vector env (or an env id / env, which SB3 wraps into a one-env vector env: too few for a group).
     :param group_size: ``G``, completions per prompt: the baseline of each is the rest of its group (>= 2).
-    :param advantage: ``"grpo"`` (mean/std baseline), ``"dr_grpo"`` (mean baseline, constant normalisation) or
-        ``"rloo"`` (leave-one-out baseline); formulas in :mod:`agents.grpo.objective`.
+    :param advantage: ``"grpo"`` (mean/std baseline), ``"dr_grpo"`` (mean baseline, constant normalisation),
+        ``"rloo"`` (leave-one-out baseline), ``"raft"`` (the best of the group), ``"reinforce_pp"`` /
+        ``"reinforce_pp_baseline"`` (per-token returns) or ``"apo"`` (A*-PO's ``r - V*(x)``, with
+        ``policy_loss="apo"`` and ``beta = kl_coef``); formulas in :mod:`agents.grpo.objective`.
     :param learning_rate: optimizer learning rate, or a schedule of the remaining progress (SB3).
     :param n_steps: steps per env per rollout, a multiple of the env's ``max_new_tokens`` ``T``: each env completes
         ``n_steps / T`` prompts per rollout (rounds). ``None``: ``T`` (one round).
@@ -84,7 +86,9 @@ class GRPO(OnPolicyAlgorithm):
     :param drop_all_equal_groups: leave out of the update the groups whose rewards are all equal (no signal).
     :param policy_loss: the per-token loss (:func:`~agents.grpo.objective.policy_loss`): ``"clip"`` (PPO's clipped
         ratio per token), ``"gspo"`` (clipped sequence ratio), ``"cispo"`` (REINFORCE with the detached ratio
-        clipped from above at ``1 + clip_range_high``) or ``"nll"`` (the LM loss, for ``advantage="raft"``).
+        clipped from above at ``1 + clip_range_high``), ``"nll"`` (the LM loss, for ``advantage="raft"``) or ``"apo"``
+        (A*-PO's squared error between ``kl_coef * log(pi / pi_ref)`` of each completion and its ``r - V*(x)``: the
+        KL term itself, so no other is added).
     :param resample_rounds: DAPO's dynamic sampling: after the rollout's rounds, up to this many extra rounds are
         sampled and their groups with a learning signal replace the groups whose rewards are all equal (0: off).
     :param target_kl: stop the epochs of an update early when the approximate KL between the rollout policy and the
@@ -92,7 +96,8 @@ class GRPO(OnPolicyAlgorithm):
 
     Logged every rollout: ``rollout/score`` (mean reward-model score), ``rollout/group_reward_std`` (mean within-
     group standard deviation of the rewards the baseline uses), ``rollout/all_equal_groups`` (share of groups with
-    no learning signal), ``rollout/completion_length``, and, with a reference, ``kl/k1``, ``kl/k2``, ``kl/k3`` (per
+    no learning signal), ``rollout/completion_length``, ``rollout/optimal_value`` (A*-PO: the mean estimate of
+    ``V*(x)``), and, with a reference, ``kl/k1``, ``kl/k2``, ``kl/k3`` (per
     token; ``kl/k*_per_episode`` summed over each completion: all three whatever is optimised, so a negative ``k1``
     shows for what it is, a noisy estimate) and ``kl/coef``, the names :class:`~agents.KLPenaltyCallback` logs too.
     Every update: ``train/loss``, ``train/policy_gradient_loss``, ``train/kl_loss``, ``train/entropy``,
@@ -163,6 +168,13 @@ class GRPO(OnPolicyAlgorithm):
             problems.append(f"clip_range_high must be > 0 or None, got {clip_range_high}")
         if target_kl is not None and target_kl <= 0:
             problems.append(f"target_kl must be > 0 or None, got {target_kl}")
+        if (advantage == "apo") != (policy_loss == "apo"):
+            problems.append(f"advantage='apo' and policy_loss='apo' go together (A*-PO), got {advantage!r} and "
+                            f"{policy_loss!r}")  # fmt: skip
+        if policy_loss == "apo" and not kl_coef > 0:
+            problems.append(f"A*-PO needs kl_coef > 0, the beta of the optimum it regresses on, got {kl_coef}")
+        if policy_loss == "apo" and kl_in != "loss":
+            problems.append("A*-PO's KL term is its loss: kl_in must be 'loss'")
         if problems:
             raise ValueError("Invalid GRPO settings:\n  - " + "\n  - ".join(problems))
         policy_kwargs = dict(policy_kwargs or {})
@@ -341,8 +353,9 @@ class GRPO(OnPolicyAlgorithm):
             kl_in_reward=self.kl_in == "reward",
             drop_all_equal_groups=self.drop_all_equal_groups,
         )
-        for key in ("score", "group_reward_std", "all_equal_groups", "completion_length"):
-            self.logger.record(f"rollout/{key}", stats[key])
+        for key in ("score", "group_reward_std", "all_equal_groups", "completion_length", "optimal_value"):
+            if key in stats:
+                self.logger.record(f"rollout/{key}", stats[key])
         for key, value in stats.items():
             if key.startswith("kl_"):
                 self.logger.record(f"kl/{key.removeprefix('kl_')}", value)
@@ -437,7 +450,8 @@ class GRPO(OnPolicyAlgorithm):
         clip_high = clip_low if self.clip_range_high is None else float(self.clip_range_high)
         per_batch = None if self.batch_size is None else self.batch_size // self.completion_length
         per_micro_batch = None if self.micro_batch_size is None else self.micro_batch_size // self.completion_length
-        use_kl_loss = self.kl_in == "loss" and self.kl_coef > 0
+        # A*-PO's regression holds its KL term (beta log pi/pi_ref): no estimator is added to it.
+        use_kl_loss = self.kl_in == "loss" and self.kl_coef > 0 and self.policy_loss != "apo"
         logs: dict[str, list[float]] = {  # logged as train/<key>
             k: [] for k in ("loss", "policy_gradient_loss", "kl_loss", "entropy", "clip_fraction", "approx_kl")
         }
@@ -497,7 +511,7 @@ class GRPO(OnPolicyAlgorithm):
         log_ratio = log_prob - part.old_log_prob  # (N,)
         pg_per_token, clipped = policy_loss(
             self.policy_loss, log_prob, part.old_log_prob, part.advantages, part.completion,
-            part.n_completions, clip_low, clip_high,
+            part.n_completions, clip_low, clip_high, ref_log_prob=part.ref_log_prob, beta=self.kl_coef,
         )  # fmt: skip  # (N,) each
         per_token = pg_per_token
         token_share = len(part.actions) / batch_tokens  # the weight of a token mean

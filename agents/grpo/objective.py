@@ -15,6 +15,11 @@ Kept free of SB3 and of the buffer so that each can be checked against its defin
   - ``"raft"`` (RAFT, Dong et al. 2023; rejection-sampling fine-tuning): 1 for the best completion of a group
     whose rewards are not all equal, 0 for the others, trained with the LM loss (``policy_loss="nll"``).
 
+- The optimal advantage (A*-PO, Brantley et al. 2025, https://arxiv.org/abs/2505.20686,
+  :func:`optimal_advantages`): ``r_i - V*(x)`` with ``V*(x) = beta log E_{y ~ pi_ref}[exp(r(x, y) / beta)]``, the
+  value of the KL-regularised optimum, estimated from the group's own completions with importance weights to the
+  reference; regressed on by ``policy_loss="apo"``.
+
 - Advantages per token (REINFORCE++, Hu et al. 2025, :func:`reinforce_pp_advantages`): the return-to-go of the
   per-token reward ``-beta * k1_t`` plus the completion's reward at its last token, whitened over the rollout;
   ``"reinforce_pp_baseline"`` subtracts each group's mean reward first.
@@ -44,17 +49,19 @@ import torch
 
 #: Advantages of a completion against its group (:func:`group_advantages`).
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "raft")
+#: Advantages against the optimal value ``V*(x)``, which need the reference and ``beta`` (:func:`optimal_advantages`).
+OPTIMAL_ADVANTAGES = ("apo",)
 #: Advantages per token, from returns-to-go whitened over the rollout (:func:`reinforce_pp_advantages`).
 TOKEN_ADVANTAGES = ("reinforce_pp", "reinforce_pp_baseline")
-ADVANTAGES = GROUP_ADVANTAGES + TOKEN_ADVANTAGES
+ADVANTAGES = GROUP_ADVANTAGES + TOKEN_ADVANTAGES + OPTIMAL_ADVANTAGES
 LOSS_AGGREGATIONS = ("sequence", "constant", "token")
 #: The aggregation each advantage type is defined with.
 DEFAULT_AGGREGATION = {
     "grpo": "sequence", "dr_grpo": "constant", "rloo": "constant", "raft": "token", "reinforce_pp": "token",
-    "reinforce_pp_baseline": "token",
+    "reinforce_pp_baseline": "token", "apo": "sequence",
 }  # fmt: skip
 #: The per-token policy losses (:func:`policy_loss`).
-POLICY_LOSSES = ("clip", "gspo", "cispo", "nll")
+POLICY_LOSSES = ("clip", "gspo", "cispo", "nll", "apo")
 #: Added to the group standard deviation (TRL's ``GRPOTrainer``).
 STD_EPS = 1e-4
 
@@ -113,6 +120,31 @@ def group_advantages(rewards: np.ndarray, kind: str = "grpo", eps: float = STD_E
     return rewards - others_mean
 
 
+def optimal_advantages(rewards: np.ndarray, sequence_log_ratio: np.ndarray, beta: float) -> np.ndarray:
+    """A*-PO's regression targets ``r_i - V*(x)`` for groups of completions of one prompt each.
+
+    ``V*(x) = beta log E_{y ~ pi_ref}[exp(r(x, y) / beta)]`` is the value of the optimum of every KL-regularised
+    objective, ``pi*(y|x) ~ pi_ref(y|x) exp(r(x, y) / beta)``. A*-PO estimates it once from ``N`` samples of the
+    reference; here each group's ``G`` completions, sampled from ``pi_old``, estimate it with importance weights
+    ``pi_ref(y) / pi_old(y)``: ``V* ~ beta log mean_j exp(r_j / beta - log(pi_old(y_j) / pi_ref(y_j)))``. That is
+    A*-PO's estimate while ``pi_old = pi_ref`` (the first rollout), unbiased inside the log for any ``pi_old``, and
+    exact from any ``G`` once ``pi_old = pi*`` (every term is then ``exp(V* / beta)``). Like any log of a mean of
+    ``G`` terms it is biased low by Jensen's inequality, the more so the fewer the completions.
+
+    :param rewards: ``(..., G)`` the completions' rewards, the last axis one group.
+    :param sequence_log_ratio: ``(..., G)`` ``log pi_old(y) - log pi_ref(y)`` of each completion (summed over its
+        tokens).
+    :param beta: the KL coefficient ``> 0`` of the optimum.
+    :return: ``(..., G)`` ``r_i - V*(x)``.
+    """
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0 for the optimal value V* = beta log E[exp(r / beta)], got {beta}.")
+    rewards = np.asarray(rewards, dtype=np.float64)
+    terms = rewards / beta - np.asarray(sequence_log_ratio, dtype=np.float64)  # (..., G) log of each weighted term
+    log_mean = np.logaddexp.reduce(terms, axis=-1, keepdims=True) - np.log(rewards.shape[-1])  # (..., 1)
+    return rewards - beta * log_mean
+
+
 def reinforce_pp_advantages(
     rewards: np.ndarray,
     active: np.ndarray,
@@ -157,6 +189,8 @@ def policy_loss(
     n_completions: int,
     clip_low: float,
     clip_high: float,
+    ref_log_prob: torch.Tensor | None = None,
+    beta: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token policy losses ``(N,)`` and which tokens are clipped ``(N,)`` (bool), for tokens of
     ``n_completions`` completions sampled with ``old_log_prob``.
@@ -169,9 +203,15 @@ def policy_loss(
     - ``"cispo"`` (MiniMax-M1 2025): ``-sg(min(rho, 1 + high)) A log pi``: REINFORCE weighted by the importance
       ratio clipped from above and detached, so that every token keeps its gradient;
     - ``"nll"`` (RAFT, rejection-sampling fine-tuning): ``-A log pi``, the language-model loss of the completions
-      with ``A = 1`` (the chosen ones).
+      with ``A = 1`` (the chosen ones);
+    - ``"apo"`` (A*-PO): ``(beta log(pi(y) / pi_ref(y)) - A)^2`` with ``A = r - V*(x)``
+      (:func:`optimal_advantages`), carried by every token of its completion like GSPO's (``"sequence"``
+      aggregation makes it the paper's per-completion loss). Zero exactly at ``pi = pi*``: the regression aims at
+      the KL-regularised optimum, with no ratio to clip.
 
     :param completion: ``(N,)`` index in ``[0, n_completions)`` of each token's completion.
+    :param ref_log_prob: ``(N,)`` ``log pi_ref`` of each token (``"apo"`` only).
+    :param beta: the KL coefficient of the optimum (``"apo"`` only).
     """
     log_ratio = log_prob - old_log_prob  # (N,)
     if kind in ("clip", "gspo"):
@@ -188,6 +228,12 @@ def policy_loss(
         return -torch.clamp(ratio, max=1 + clip_high) * advantages * log_prob, ratio > 1 + clip_high
     if kind == "nll":
         return -advantages * log_prob, torch.zeros_like(log_prob, dtype=torch.bool)
+    if kind == "apo":
+        if ref_log_prob is None or not beta > 0:
+            raise ValueError("policy_loss 'apo' needs the reference's log-probabilities and beta > 0.")
+        per_token = log_prob - ref_log_prob  # (N,)
+        sequence = per_token.new_zeros(n_completions).index_add(0, completion, per_token)[completion]  # (N,)
+        return (beta * sequence - advantages) ** 2, torch.zeros_like(log_prob, dtype=torch.bool)
     raise ValueError(f"policy_loss must be one of {POLICY_LOSSES}, got {kind!r}.")
 
 

@@ -117,3 +117,23 @@ class ReinforcePPSettings(GRPOSettings):
 @dataclass
 class RAFTSettings(GroupSettings):
     """RAFT / rejection-sampling fine-tuning: the LM loss on the best completion of each group."""
+
+
+@dataclass
+class APOSettings(GroupSettings):
+    """A*-PO (Brantley et al. 2025): regress ``beta log(pi / pi_ref)`` of each completion on ``r - V*(x)``, the
+    advantage of the KL-regularised optimum at ``beta = kl_coef``; ``V*(x)`` from the group's completions
+    (:func:`~agents.grpo.objective.optimal_advantages`)."""
+
+    def kl_problems(self, kl: KLSettings) -> list[tuple[str, str]]:
+        problems = super().kl_problems(kl)
+        if kl.coef <= 0:
+            problems.append(("kl_coef", "A*-PO regresses on the optimum at beta = kl_coef: it must be > 0"))
+        if kl.estimator is not None:
+            problems.append(("kl_estimator", "A*-PO pays beta log(pi / pi_ref) per completion, no estimator"))
+        if kl.placement == "reward":
+            problems.append(("kl_in", "A*-PO's KL term is in its loss"))
+        return problems
+
+    def kl_kwargs(self, kl: KLSettings) -> dict[str, Any]:
+        return {"kl_coef": kl.coef, "kl_in": "loss"}
