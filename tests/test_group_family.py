@@ -122,7 +122,7 @@ def test_the_apo_loss_is_the_squared_error_of_each_completions_log_ratio():
     # completion 0: log ratio 0.5 - 1.0 = -0.5, 0.5 * -0.5 - 0.3 = -0.55; completion 1: 0 - (-0.2) = 0.2
     torch.testing.assert_close(loss.detach(), torch.tensor([0.3025, 0.3025, 0.04], dtype=torch.float64))
     assert not clipped.any()
-    loss[0].backward()  # d/d log_prob_t of (beta * S - A)^2 = 2 * beta * (beta * S - A) for each token of the completion
+    loss[0].backward()  # d/d log_prob_t of (beta * S - A)^2 = 2 beta (beta S - A), each token of completion 0
     torch.testing.assert_close(log_prob.grad, torch.tensor([-0.55, -0.55, 0.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="needs the reference"):
         policy_loss("apo", log_prob, torch.zeros(3), targets, completion, 2, 0.2, 0.2)
