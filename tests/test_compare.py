@@ -25,6 +25,7 @@ from agents.common.best_of_n import (
     tilted_optimum,
     tilted_optimum_curve,
 )
+from agents.registry import ALGORITHMS
 
 
 # ---------------------------------------------------------------------------- best-of-n
@@ -417,3 +418,11 @@ def test_majority_answer_accuracy_is_what_a_constant_answer_scores():
     assert majority_answer_accuracy(records) == pytest.approx(0.5)
     assert majority_answer_accuracy([*records, PromptRecord("e")]) is None  # a prompt without a reference
     assert majority_answer_accuracy([]) is None
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_the_tiny_comparison_configures_every_algorithm(name):
+    """`make compare` trains every entry without a KL term, but for one whose loss is its KL term (apo)."""
+    config = compare.tiny_config(name, seed=0, env_id="text_env/Vowels-v0", n_envs=8)
+    assert config.algorithm == name and config.task.n_envs == 8
+    assert (config.kl.coef > 0) == (name == "apo")

@@ -12,6 +12,8 @@ import torch
 from conftest import tiny_gpt2_config
 from stable_baselines3.common.env_util import make_vec_env
 
+from agents import GRPO, CausalLMPolicy
+from agents.cli.config import TrainConfig
 from agents.common.callbacks import RolloutHistoryCallback
 from agents.common.kl import KLSettings
 from agents.grpo.buffers import GroupRolloutBuffer
@@ -118,14 +120,34 @@ def test_the_apo_loss_is_the_squared_error_of_each_completions_log_ratio():
     log_prob = torch.tensor([-1.0, -2.0, -0.5], dtype=torch.float64, requires_grad=True)
     ref = torch.tensor([-1.5, -1.0, -0.5], dtype=torch.float64)
     completion, targets = torch.tensor([0, 0, 1]), torch.tensor([0.3, 0.3, -0.2], dtype=torch.float64)
-    loss, clipped = policy_loss("apo", log_prob, torch.zeros(3), targets, completion, 2, 0.2, 0.2, ref, beta=0.5)
-    # completion 0: log ratio 0.5 - 1.0 = -0.5, 0.5 * -0.5 - 0.3 = -0.55; completion 1: 0 - (-0.2) = 0.2
-    torch.testing.assert_close(loss.detach(), torch.tensor([0.3025, 0.3025, 0.04], dtype=torch.float64))
+    loss, clipped = policy_loss("apo", log_prob, torch.zeros(3), targets, completion, 2, 0.2, 0.2, ref, beta=0.2)
+    # completion 0: log ratio 0.5 - 1.0 = -0.5, 0.2 * -0.5 - 0.3 = -0.4; completion 1: 0 - (-0.2) = 0.2
+    torch.testing.assert_close(loss.detach(), torch.tensor([0.16, 0.16, 0.04], dtype=torch.float64))
     assert not clipped.any()
     loss[0].backward()  # d/d log_prob_t of (beta * S - A)^2 = 2 beta (beta S - A), each token of completion 0
-    torch.testing.assert_close(log_prob.grad, torch.tensor([-0.55, -0.55, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(log_prob.grad, torch.tensor([-0.16, -0.16, 0.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="needs the reference"):
         policy_loss("apo", log_prob, torch.zeros(3), targets, completion, 2, 0.2, 0.2)
+
+
+def test_the_buffer_regresses_each_completion_on_its_reward_minus_the_groups_optimal_value():
+    """One round of one group of 2 completions of up to 3 tokens; the second ends after 2 (its third slot holds a
+    stored log-prob that belongs to no completion and must not count)."""
+    env = make_vec_env("text_env/Vowels-v0", n_envs=1)
+    buffer = GroupRolloutBuffer(3, env.observation_space, env.action_space, n_envs=2, group_size=2, completion_length=3)
+    buffer.active[:] = [[True, True], [True, True], [True, False]]  # (T, E)
+    buffer.log_probs[:] = [[-1.0, -0.3], [-2.0, -0.7], [-0.5, -5.0]]
+    buffer.rewards[:] = [[0.0, 0.0], [0.0, 0.2], [0.8, 0.0]]  # each completion paid at its last token
+    reference = np.array([[-1.5, -0.3], [-1.0, -0.2], [-0.5, 0.0]])
+    buffer.end_round()
+    stats = buffer.finish("apo", ref_log_probs=reference, kl_coef=0.25)
+    # log pi_old - log pi_ref summed over each completion's tokens: 0.5 - 1.0 + 0 = -0.5 and 0 - 0.5 = -0.5
+    v_star = 0.25 * math.log((math.exp(0.8 / 0.25 + 0.5) + math.exp(0.2 / 0.25 + 0.5)) / 2)
+    np.testing.assert_allclose(buffer.completion_advantages, [[0.8 - v_star, 0.2 - v_star]])
+    assert stats["optimal_value"] == pytest.approx(v_star)
+    assert buffer.keep_completion.all()  # every completion is regressed on, the group's best and worst alike
+    with pytest.raises(ValueError, match="needs the reference"):
+        buffer.finish("apo", ref_log_probs=None, kl_coef=0.25)
 
 
 def test_minimising_the_apo_loss_gives_the_optimum():
@@ -151,8 +173,18 @@ def test_apo_refuses_settings_that_do_not_define_an_optimum():
     with pytest.raises(ValueError, match="kl_in must be 'loss'"):
         make_algorithm("apo", env, policy_kwargs=dict(model=tiny_gpt2_config()), group_size=2, kl_coef=0.1,
                        kl_in="reward")  # fmt: skip
+    apo = dict(advantage="apo", policy_loss="apo", kl_coef=0.1, group_size=2)
+    for wrong, match in [(dict(policy_loss="clip"), "go together"), (dict(resample_rounds=1), "equal rewards too"),
+                         (dict(loss_aggregation="token"), "mean over completions")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            GRPO(CausalLMPolicy, env, policy_kwargs=dict(model=tiny_gpt2_config()), **(apo | wrong))
+    with pytest.raises(ValueError, match=r"--kl-coef 0.0 is invalid for apo: .* pass one > 0"):
+        TrainConfig.from_values(dict(algorithm="apo", kl_coef=0.0))  # a value of an option it takes: no "used by"
+    with pytest.raises(ValueError, match=r"--kl-estimator does not apply to apo: .*; it is used by grpo"):
+        TrainConfig.from_values(dict(algorithm="apo", kl_estimator="k3"))
     settings = ALGORITHMS["apo"].settings()
     assert [o for o, _ in settings.kl_problems(KLSettings(coef=0.0, estimator="k3"))] == ["kl_coef", "kl_estimator"]
+    assert [o for o, _ in settings.kl_problems(KLSettings(placement="reward"))] == ["kl_in"]
     assert settings.kl_kwargs(KLSettings(coef=0.05)) == {"kl_coef": 0.05, "kl_in": "loss"}
 
 
@@ -217,6 +249,7 @@ def test_the_new_entries_are_registered_with_their_papers_settings():
     reinforce_pp = ALGORITHMS["reinforce_pp"].settings()
     assert reinforce_pp.kl_kwargs(KLSettings(coef=0.01)) == {"kl_coef": 0.01, "kl_estimator": "k1", "kl_in": "reward"}
     assert [option for option, _ in reinforce_pp.kl_problems(KLSettings(placement="loss"))] == ["kl_in"]
+    assert ALGORITHMS["apo"].fixed == {"advantage": "apo", "policy_loss": "apo", "loss_aggregation": "sequence"}
 
 
 @pytest.mark.parametrize("name", NEW_ENTRIES)

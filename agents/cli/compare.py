@@ -41,13 +41,16 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agents.common.best_of_n import tilted_optimum_curve
 from agents.common.resources import peak_rss_mib
 from agents.registry import ALGORITHMS
+
+if TYPE_CHECKING:
+    from agents.cli.config import TrainConfig
 
 #: Real-task defaults, sized so that 3 algorithms x 3 seeds and the best-of-n reference fit in an hour on 2 cores
 #: with 2 workers (README, "Comparing algorithms").
@@ -69,6 +72,19 @@ def tiny_lm_config() -> Any:
     return tiny_gpt2_config(n_embd=64)
 
 
+def tiny_config(algorithm: str, seed: int, env_id: str, n_envs: int) -> TrainConfig:
+    """The tiny mode's configuration of one algorithm: the main job's settings and code path; only the step sizes
+    (each algorithm's own on this task, its settings class's ``tiny_task``: A2C's short rollouts are its design)
+    and lambda differ. No KL term, but for an algorithm whose loss is one (``apo``: its ``tiny_task`` sets
+    ``kl_coef``). GAE lambda 1.0: the main job's 0.5 is tuned for SmolLM2 on VADER; on this task, from a random
+    init, it lowers PPO's final reward from ~0.99 to 0.82 and MaskablePPO's to 0.67 in the budget (2026-11-25)."""
+    from agents.cli.config import TrainConfig
+
+    values = dict(env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, kl_coef=0.0)
+    settings: dict[str, Any] = {**ALGORITHMS[algorithm].settings.tiny_task, "gae_lambda": 1.0}
+    return TrainConfig.from_values(values | settings, strict=False)  # A2C takes no batch_size
+
+
 def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int) -> dict[str, Any]:
     """Train one algorithm with one seed on the tiny task; return its learning curve, wall-clock and peak RSS."""
     import torch
@@ -76,18 +92,11 @@ def run_one(algorithm: str, seed: int, env_id: str, timesteps: int, n_envs: int)
     from stable_baselines3.common.env_util import make_vec_env
 
     import text_env  # noqa: F401
-    from agents.cli.config import TrainConfig
     from agents.cli.train import build_model
 
     torch.set_num_threads(1)
     env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
-    # The main job's settings and code path; only the step sizes (each algorithm's own on this task, its settings
-    # class's tiny_task: A2C's short rollouts are its design) and lambda differ. No KL term for any algorithm.
-    # GAE lambda 1.0: the main job's 0.5 is tuned for SmolLM2 on VADER; on this task, from a random init, it lowers
-    # PPO's final reward from ~0.99 to 0.82 and MaskablePPO's to 0.67 in the budget (2026-11-25).
-    settings: dict[str, Any] = {**ALGORITHMS[algorithm].settings.tiny_task, "gae_lambda": 1.0}
-    values = dict(env_id=env_id, algorithm=algorithm, seed=seed, n_envs=n_envs, batch_size=64, lora_r=0, kl_coef=0.0)
-    config = TrainConfig.from_values(values | settings, strict=False)  # A2C takes no batch_size
+    config = tiny_config(algorithm, seed, env_id, n_envs)
     model = build_model(config, env, model=tiny_lm_config())
 
     curve: list[tuple[int, float]] = []

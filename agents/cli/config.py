@@ -59,11 +59,7 @@ class TrainConfig:
                 f"{self.algorithm} takes {spec.settings.__name__}, got {type(self.settings).__name__}: build the "
                 "config with TrainConfig.from_values, which picks the settings class."
             )
-        problems = [
-            f"--{flag.replace('_', '-')} does not apply to {self.algorithm}: {why}; it is used by "
-            + ", ".join(algorithms_taking(flag))
-            for flag, why in self.settings.kl_problems(self.kl)
-        ]
+        problems = [kl_problem(self.algorithm, self.kl, flag, why) for flag, why in self.settings.kl_problems(self.kl)]
         world = world_size()
         if world > 1 and self.task.n_envs % world:
             problems.append(f"n_envs={self.task.n_envs} is a total over {world} ranks: use a multiple of {world}")
@@ -186,6 +182,16 @@ def taken_options(algorithm: str) -> set[str]:
     settings = {f.name for f in dataclasses.fields(get_algorithm(algorithm).settings)}
     parts = {flag for part_class in PARTS.values() for flag in part_fields(part_class).values()}
     return parts | settings | {"algorithm"}
+
+
+def kl_problem(algorithm: str, kl: KLSettings, flag: str, why: str) -> str:
+    """One line for a KL option ``algorithm`` refuses: an option it never applies names those that do; a value it
+    refuses of an option it applies (``--kl-coef 0`` for ``apo``) names the value."""
+    users = algorithms_taking(flag)
+    if algorithm in users:
+        value = getattr(kl, {f: name for name, f in KLSettings.FLAGS.items()}[flag])
+        return f"--{flag.replace('_', '-')} {value} is invalid for {algorithm}: {why}"
+    return f"--{flag.replace('_', '-')} does not apply to {algorithm}: {why}; it is used by " + ", ".join(users)
 
 
 def algorithms_taking(option: str) -> list[str]:

@@ -88,7 +88,7 @@ class GRPO(OnPolicyAlgorithm):
         ratio per token), ``"gspo"`` (clipped sequence ratio), ``"cispo"`` (REINFORCE with the detached ratio
         clipped from above at ``1 + clip_range_high``), ``"nll"`` (the LM loss, for ``advantage="raft"``) or ``"apo"``
         (A*-PO's squared error between ``kl_coef * log(pi / pi_ref)`` of each completion and its ``r - V*(x)``: the
-        KL term itself, so no other is added).
+        KL term itself, so no other is added and ``kl_estimator`` is unused).
     :param resample_rounds: DAPO's dynamic sampling: after the rollout's rounds, up to this many extra rounds are
         sampled and their groups with a learning signal replace the groups whose rewards are all equal (0: off).
     :param target_kl: stop the epochs of an update early when the approximate KL between the rollout policy and the
@@ -175,6 +175,12 @@ class GRPO(OnPolicyAlgorithm):
             problems.append(f"A*-PO needs kl_coef > 0, the beta of the optimum it regresses on, got {kl_coef}")
         if policy_loss == "apo" and kl_in != "loss":
             problems.append("A*-PO's KL term is its loss: kl_in must be 'loss'")
+        if policy_loss == "apo" and (drop_all_equal_groups or resample_rounds):
+            problems.append("A*-PO learns from groups of equal rewards too (r - V* is not 0 there): use "
+                            "drop_all_equal_groups=False and resample_rounds=0")  # fmt: skip
+        if policy_loss == "apo" and loss_aggregation not in (None, "sequence"):
+            problems.append(f"A*-PO's loss is a mean over completions: loss_aggregation must be 'sequence' or None, "
+                            f"got {loss_aggregation!r}")  # fmt: skip
         if problems:
             raise ValueError("Invalid GRPO settings:\n  - " + "\n  - ".join(problems))
         policy_kwargs = dict(policy_kwargs or {})

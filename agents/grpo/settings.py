@@ -125,10 +125,13 @@ class APOSettings(GroupSettings):
     advantage of the KL-regularised optimum at ``beta = kl_coef``; ``V*(x)`` from the group's completions
     (:func:`~agents.grpo.objective.optimal_advantages`)."""
 
+    #: Its loss is its KL term: the tiny comparison, which runs every algorithm without one, gives it a beta.
+    tiny_task: ClassVar[dict[str, Any]] = {**GroupSettings.tiny_task, "kl_coef": 0.05}
+
     def kl_problems(self, kl: KLSettings) -> list[tuple[str, str]]:
         problems = super().kl_problems(kl)
         if kl.coef <= 0:
-            problems.append(("kl_coef", "A*-PO regresses on the optimum at beta = kl_coef: it must be > 0"))
+            problems.append(("kl_coef", "A*-PO regresses on the optimum at beta = kl_coef: pass one > 0, e.g. 0.05"))
         if kl.estimator is not None:
             problems.append(("kl_estimator", "A*-PO pays beta log(pi / pi_ref) per completion, no estimator"))
         if kl.placement == "reward":
