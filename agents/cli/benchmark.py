@@ -36,15 +36,16 @@ import numpy as np
 from agents.common.best_of_n import optimum_gap, tilted_optimum_curve
 from agents.registry import ALGORITHMS
 
-#: Six algorithms covering every family: critic (PPO), group baselines (RLOO, GRPO), the 2025 variants (DAPO's
-#: dynamic sampling, CISPO) and the frontier-seeking rejection sampling (RAFT).
-BENCHMARK_ALGORITHMS = ("ppo", "rloo", "grpo", "dapo", "cispo", "raft")
+#: Seven algorithms covering every family: critic (PPO), group baselines (RLOO, GRPO), the 2025 variants (DAPO's
+#: dynamic sampling, CISPO) and the two that aim at the frontier: rejection sampling (RAFT) and A*-PO's regression
+#: on the optimum's advantage (apo).
+BENCHMARK_ALGORITHMS = ("ppo", "rloo", "grpo", "dapo", "cispo", "raft", "apo")
 #: The sentiment task and three verifiable ones of the suite.
 BENCHMARK_TASKS = (
     "text_env/PositiveReview-v0", "text_env/Arithmetic-v0", "text_env/Keywords-v0", "text_env/LetterCount-v0",
 )  # fmt: skip
 #: Generated tokens per cell, per task: whole rollouts of the task's settings (32 envs). Six rollouts per cell is an
-#: estimate for 6 algorithms x 4 tasks x 3 seeds in about 3 hours on 2 cores with 2 workers of one thread (the
+#: estimate for 7 algorithms x 4 tasks x 3 seeds in about 3 hours on 2 cores with 2 workers of one thread (the
 #: 16-minute runs of docs/tasks.md make ~60 rollouts with 2 threads); a larger budget moves every cell further from
 #: the base model and separates the algorithms more.
 BUDGET_ROLLOUTS = 6
