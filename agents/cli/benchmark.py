@@ -2,7 +2,7 @@
 with rliable (Agarwal et al. 2021: interquartile mean with stratified bootstrap intervals, performance profiles,
 probability of improvement).
 
-    python -m agents.benchmark --out runs/benchmark          # 6 algorithms x 4 tasks x 3 seeds (make benchmark)
+    python -m agents.benchmark --out runs/benchmark          # 7 algorithms x 4 tasks x 3 seeds (make benchmark)
     python -m agents.benchmark --report-only --out runs/benchmark           # aggregate what the cells wrote
 
 Each cell (task, algorithm, seed) is one run of the main job (``agents.cli.compare_task.run_task``: the task's own
