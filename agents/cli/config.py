@@ -184,22 +184,25 @@ def taken_options(algorithm: str) -> set[str]:
     return parts | settings | {"algorithm"}
 
 
+#: The KLSettings field of each KL flag name (``kl_coef`` -> ``coef``).
+KL_FIELD_OF_FLAG = {flag: name for name, flag in KLSettings.FLAGS.items()}
+
+
 def kl_problem(algorithm: str, kl: KLSettings, flag: str, why: str) -> str:
     """One line for a KL option ``algorithm`` refuses: an option it never applies names those that do; a value it
     refuses of an option it applies (``--kl-coef 0`` for ``apo``) names the value."""
     users = algorithms_taking(flag)
     if algorithm in users:
-        value = getattr(kl, {f: name for name, f in KLSettings.FLAGS.items()}[flag])
+        value = getattr(kl, KL_FIELD_OF_FLAG[flag])
         return f"--{flag.replace('_', '-')} {value} is invalid for {algorithm}: {why}"
     return f"--{flag.replace('_', '-')} does not apply to {algorithm}: {why}; it is used by " + ", ".join(users)
 
 
 def algorithms_taking(option: str) -> list[str]:
     """The registered algorithms whose settings have ``option``, or, for a KL option, that can apply it."""
-    kl_flags = {flag: name for name, flag in KLSettings.FLAGS.items()}
-    if option in kl_flags:
-        default = getattr(KLSettings, kl_flags[option])
-        probe = KLSettings(**{kl_flags[option]: _probe_value(option, default)})
+    if option in KL_FIELD_OF_FLAG:
+        default = getattr(KLSettings, KL_FIELD_OF_FLAG[option])
+        probe = KLSettings(**{KL_FIELD_OF_FLAG[option]: _probe_value(option, default)})
         return [name for name, spec in ALGORITHMS.items() if not spec.settings().kl_problems(probe)]
     return [name for name, spec in ALGORITHMS.items() if option in {f.name for f in dataclasses.fields(spec.settings)}]
 

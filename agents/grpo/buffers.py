@@ -234,18 +234,20 @@ class GroupRolloutBuffer(BaseBuffer):
         stats: dict[str, float] = {"score": float(rewards.mean())}
         self.ref_log_probs = ref_log_probs
         self.token_advantages = None
+        log_ratio = None  # (R, T, E) log pi_old - log pi_ref of every slot, with a reference
+        if ref_log_probs is not None:
+            log_ratio = (self.log_probs.astype(np.float64) - ref_log_probs).reshape(active.shape)
+        elif advantage in OPTIMAL_ADVANTAGES:
+            raise ValueError(f"advantage={advantage!r} needs the reference's log-probabilities (ref_log_probs).")
         if advantage in TOKEN_ADVANTAGES:
-            token_kl = None
-            if ref_log_probs is not None and kl_in_reward:
-                token_kl = (self.log_probs.astype(np.float64) - ref_log_probs).reshape(active.shape)  # (R, T, E) k1
+            token_kl = log_ratio if kl_in_reward else None  # k1 per token
             group = self.group_size if advantage == "reinforce_pp_baseline" else None
             per_token = reinforce_pp_advantages(rewards, active, token_kl, kl_coef, group)  # (R, T, E)
             self.token_advantages = per_token.reshape(self.rewards.shape)  # (S, E)
             kl_in_reward = False  # paid per token above, not from the completion's reward
-        if ref_log_probs is not None:
-            log_ratio = torch.as_tensor(self.log_probs.astype(np.float64) - ref_log_probs)  # (S, E)
+        if log_ratio is not None:
             for name in ("k1", "k2", "k3"):
-                per_token = kl_estimate(log_ratio, name).numpy().reshape(active.shape)  # (R, T, E)
+                per_token = kl_estimate(torch.as_tensor(log_ratio), name).numpy()  # (R, T, E)
                 per_completion = (per_token * active).sum(1)  # (R, E)
                 stats[f"kl_{name}"] = float(per_token[active].mean())
                 stats[f"kl_{name}_per_episode"] = float(per_completion.mean())  # a completion is an episode
@@ -255,9 +257,7 @@ class GroupRolloutBuffer(BaseBuffer):
         all_equal = (groups == groups[..., :1]).all(-1)  # (R, g)
         self.completion_rewards = rewards
         if advantage in OPTIMAL_ADVANTAGES:
-            if ref_log_probs is None:
-                raise ValueError(f"advantage={advantage!r} needs the reference's log-probabilities (ref_log_probs).")
-            log_ratio = (self.log_probs.astype(np.float64) - ref_log_probs).reshape(active.shape)  # (R, T, E)
+            assert log_ratio is not None
             sequence_log_ratio = self.group_view((log_ratio * active).sum(1))  # (R, g, G) log pi_old/pi_ref
             targets = optimal_advantages(groups, sequence_log_ratio, kl_coef)  # (R, g, G) r - V*
             stats["optimal_value"] = float((groups - targets).mean())  # V*(x), averaged over the groups

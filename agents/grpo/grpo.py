@@ -171,16 +171,17 @@ class GRPO(OnPolicyAlgorithm):
         if (advantage == "apo") != (policy_loss == "apo"):
             problems.append(f"advantage='apo' and policy_loss='apo' go together (A*-PO), got {advantage!r} and "
                             f"{policy_loss!r}")  # fmt: skip
-        if policy_loss == "apo" and not kl_coef > 0:
-            problems.append(f"A*-PO needs kl_coef > 0, the beta of the optimum it regresses on, got {kl_coef}")
-        if policy_loss == "apo" and kl_in != "loss":
-            problems.append("A*-PO's KL term is its loss: kl_in must be 'loss'")
-        if policy_loss == "apo" and (drop_all_equal_groups or resample_rounds):
-            problems.append("A*-PO learns from groups of equal rewards too (r - V* is not 0 there): use "
-                            "drop_all_equal_groups=False and resample_rounds=0")  # fmt: skip
-        if policy_loss == "apo" and loss_aggregation not in (None, "sequence"):
-            problems.append(f"A*-PO's loss is a mean over completions: loss_aggregation must be 'sequence' or None, "
-                            f"got {loss_aggregation!r}")  # fmt: skip
+        if policy_loss == "apo":
+            if not kl_coef > 0:
+                problems.append(f"A*-PO needs kl_coef > 0, the beta of the optimum it regresses on, got {kl_coef}")
+            if kl_in != "loss":
+                problems.append("A*-PO's KL term is its loss: kl_in must be 'loss'")
+            if drop_all_equal_groups or resample_rounds:
+                problems.append("A*-PO learns from groups of equal rewards too (r - V* is not 0 there): use "
+                                "drop_all_equal_groups=False and resample_rounds=0")  # fmt: skip
+            if loss_aggregation not in (None, "sequence"):
+                problems.append("A*-PO's loss is a mean over completions: loss_aggregation must be 'sequence' or "
+                                f"None, got {loss_aggregation!r}")  # fmt: skip
         if problems:
             raise ValueError("Invalid GRPO settings:\n  - " + "\n  - ".join(problems))
         policy_kwargs = dict(policy_kwargs or {})
