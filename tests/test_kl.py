@@ -229,9 +229,11 @@ def test_held_out_scores_are_the_completions_scores_with_dense_reward_too():
     assert results[True].scores.max() > 0  # some completions wrote an 'a'
 
 
-def test_a_bf16_reference_copy_stores_bf16_weights_and_gives_the_same_log_probs():
+@pytest.mark.parametrize("head_dtype", ["float32", "bfloat16"])
+def test_a_bf16_reference_copy_stores_bf16_weights_and_gives_the_same_log_probs(head_dtype):
     """Under bf16 compute, the frozen copy keeps its trunk's linear weights in bf16: half their memory, the values
-    autocast would compute with anyway, so bit-identical log-probabilities."""
+    autocast would compute with anyway, so bit-identical log-probabilities; its head runs in the policy's
+    ``head_dtype``, so at the start it gives the policy's own log-probabilities."""
     from agents.common.reference import ReferenceModel
     from agents.testing import tiny_llama_config
     from text_env import TextGenerationEnv
@@ -239,7 +241,8 @@ def test_a_bf16_reference_copy_stores_bf16_weights_and_gives_the_same_log_probs(
     env = TextGenerationEnv(["The movie", "Plot:"], "char", lambda p, c: np.zeros(len(c)), max_prompt_tokens=16,
                             max_new_tokens=6)  # fmt: skip
     model = PPO(CausalLMPolicy, env, n_steps=12, batch_size=12, seed=0,
-                policy_kwargs=dict(model=tiny_llama_config(vocab_size=100), compute_dtype="bfloat16"))  # fmt: skip
+                policy_kwargs=dict(model=tiny_llama_config(vocab_size=100), compute_dtype="bfloat16",
+                                   head_dtype=head_dtype))  # fmt: skip
     model.learn(12)
     buffer = model.rollout_buffer
     obs = {key: torch.as_tensor(value.reshape(12, -1)) for key, value in buffer.observations.items()}  # (12, L)
@@ -254,3 +257,7 @@ def test_a_bf16_reference_copy_stores_bf16_weights_and_gives_the_same_log_probs(
     bytes_of = lambda lm: sum(p.numel() * p.element_size() for p in lm.parameters())  # noqa: E731
     assert bytes_of(compact.lm) < bytes_of(full.lm)
     assert torch.equal(compact.log_probs(obs, actions), full.log_probs(obs, actions))
+    fresh = ReferenceModel(model.policy)  # a copy of the weights as they are now: the policy's own log-probs
+    with torch.no_grad():
+        policy_log_probs = model.policy.evaluate_actions(obs, actions)[1]
+    torch.testing.assert_close(fresh.log_probs(obs, actions), policy_log_probs, atol=1e-5, rtol=0)

@@ -62,6 +62,7 @@ def test_the_no_model_guard_fires_on_a_load_through_the_policy(no_model_loads):
         (["--device", "cuda"], "no CUDA GPU"),
         (["--algorithm", "grpo", "--n-envs", "6", "--group-size", "4"], "needs group_size >= 2 dividing n_envs"),
         (["--kl-in", "logits"], "kl_in must be"),
+        (["--head-dtype", "float16"], "head_dtype must be one of"),
         # the task flags
         (["--env-id", "text_env/Vowels-v0"], "do not belong together"),  # char tokenizer, SmolLM2's 49,152 rows
         (["--env-id", "text_env/TextGeneration-v0"], "give --prompts and --reward"),
@@ -297,6 +298,12 @@ def test_auto_compute_dtype_is_bfloat16_only_where_the_cpu_runs_it_natively(tmp_
         monkeypatch.setattr(config_module, "native_bfloat16", lambda device, native=native: native)
         assert ModelOptions().resolved_compute_dtype("cpu") == expected
         assert ModelOptions(compute_dtype="float32").resolved_compute_dtype("cpu") == "float32"
+
+
+def test_head_dtype_flag_reaches_the_policy_and_defaults_to_float32():
+    head = lambda argv: parse_config(argv).lm.policy_kwargs("cpu")["head_dtype"]  # noqa: E731
+    assert head([]) == "float32"
+    assert head(["--head-dtype", "bfloat16"]) == "bfloat16"
 
 
 FLAKY_REWARD = '''

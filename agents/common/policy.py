@@ -31,6 +31,7 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -96,6 +97,37 @@ def trunk_precision(compute_dtype: str, device: torch.device) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def head_weight_cast(head: nn.Module, head_dtype: str) -> torch.Tensor | None:
+    """The LM head's weight cast once to ``head_dtype`` for no-grad steps (decode steps, the reference's chunks),
+    or ``None`` where :func:`head_logits` casts at each call: a float32 head, or a head that is not a plain
+    ``nn.Linear`` (e.g. one with LoRA adapters)."""
+    dtype = COMPUTE_DTYPES[head_dtype]
+    if dtype is None or type(head) is not nn.Linear:
+        return None
+    return head.weight.detach().to(dtype)
+
+
+def head_logits(
+    head: nn.Module, hidden: torch.Tensor, head_dtype: str, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Float32 logits ``(B, V)`` of the LM head at hidden states ``(B, H)``, outside any enclosing autocast.
+
+    With ``head_dtype="float32"`` the head runs in its weights' dtype. With ``"bfloat16"`` its matmul runs in bf16
+    (autocast's casts of the hidden states and weight, or ``weight`` from :func:`head_weight_cast`: the same values
+    without casting ~28M weights at every decode step), as the trunk's do; the logits are then upcast, so the
+    log-softmax stays float32 (as TRL under bf16 autocast)."""
+    dtype = COMPUTE_DTYPES[head_dtype]
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        if dtype is None:
+            return head(hidden.to(model_dtype(head))).float()
+        if weight is not None:
+            bias = getattr(head, "bias", None)  # a plain nn.Linear's (head_weight_cast casts only those)
+            bias = None if bias is None else bias.detach().to(dtype)
+            return F.linear(hidden.to(dtype), weight, bias).float()
+    with torch.autocast(device_type=hidden.device.type, dtype=dtype):
+        return head(hidden).float()
 
 
 def check_position_limit(lm: nn.Module, observation_length: int) -> None:
@@ -286,6 +318,10 @@ class LMPolicySettings:
     :param share_prompts: in updates and the reference, encode the prompt that several episodes start with (a GRPO
         group's completions) once and let each episode attend to it (default True; needs ``share_prefixes``; off
         while gradient checkpointing recomputes the layers, which cannot keep a KV cache).
+    :param head_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the LM head's matmul (the largest
+        single matmul of a small model: 576 x 49,152 for SmolLM2-135M). ``"bfloat16"`` rounds the logits as bf16
+        autocast over the whole model does (TRL's bf16 default), in rollouts, updates, the reference and NLPO's
+        mask model alike, so stored and recomputed log-probabilities still agree; the log-softmax stays float32.
     :param gradient_checkpointing: recompute each transformer layer's activations in the backward pass of updates
         instead of keeping them (transformers' activation checkpointing): a lower memory peak for about one more
         trunk forward pass per update. Rollouts, the reference and ``get_distribution`` (TRPO's double backward)
@@ -302,11 +338,14 @@ class LMPolicySettings:
     share_prompts: bool = True
     value_head: bool = True
     compute_dtype: str = "float32"
+    head_dtype: str = "float32"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.compute_dtype!r}.")
+        if self.head_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"head_dtype must be one of {sorted(COMPUTE_DTYPES)}, got {self.head_dtype!r}.")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}.")
         if not self.value_head and self.value_model is not None:
@@ -344,6 +383,7 @@ class CausalLMPolicyBase:
     share_prompts: bool
     has_value_head: bool
     compute_dtype: str
+    head_dtype: str
     gradient_checkpointing: bool
     optimizer: torch.optim.Optimizer
     optimizer_class: type[torch.optim.Optimizer]
@@ -489,6 +529,7 @@ class CausalLMPolicyBase:
         self.rollout_caches.clear()
         self.prediction_caches.clear()
         object.__setattr__(self, "_decode_trunks", {})
+        object.__setattr__(self, "_decode_head_cast", None)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``.to(device)``, ``.float()``, ...: the caches and decode twins hold tensors made from the weights as they
@@ -519,13 +560,20 @@ class CausalLMPolicyBase:
         """``input_ids`` and ``attention_mask`` as long tensors ``(B, L)``, checked against the observation space."""
         return observation_tokens(obs, self.observation_length)
 
+    def _decode_head_weight(self) -> torch.Tensor | None:
+        """The LM head's weight in ``head_dtype`` for no-grad decode steps (:func:`head_weight_cast`), cast at the
+        first step after :meth:`reset_caches`, as the decode trunk's twin."""
+        if self.__dict__.get("_decode_head_cast") is None:
+            object.__setattr__(self, "_decode_head_cast", head_weight_cast(self.lm_head, self.head_dtype))
+        return self.__dict__["_decode_head_cast"]
+
     def _head_outputs(
-        self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor
+        self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor, decode: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Temperature-scaled logits ``(B, V)`` and values ``(B, 1)`` (zeros without a value head) from last hidden
-        states ``(B, H)``."""
-        # Heads in the weights' dtype (float32 unless the model was loaded otherwise), outside any autocast.
-        logits = scale_logits(self.lm_head(policy_hidden.to(model_dtype(self.lm_head))).float(), self.temperature)
+        states ``(B, H)``; ``decode`` (no-grad decode steps) uses the head weight cast once per update."""
+        weight = self._decode_head_weight() if decode else None
+        logits = scale_logits(head_logits(self.lm_head, policy_hidden, self.head_dtype, weight), self.temperature)
         if self.value_head is None:
             return logits, logits.new_zeros(logits.shape[0], 1)
         values = self.value_head(value_hidden.to(self.value_head.weight.dtype)).float()  # (B, 1)
@@ -550,7 +598,7 @@ class CausalLMPolicyBase:
                 if self.value_trunk is None
                 else caches.value.step(self._decode_trunk(self.value_trunk), ids, mask)
             )
-        return self._head_outputs(hidden, value_hidden)
+        return self._head_outputs(hidden, value_hidden, decode=True)
 
     def _sequence_outputs(
         self, ids: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor | None = None, checkpoint: bool = True
@@ -654,6 +702,8 @@ __all__ = [
     "CausalLMPolicyBase",
     "MaskableCausalLMPolicy",
     "frozen_copy",
+    "head_logits",
+    "head_weight_cast",
     "sample_token_ids",
     "scale_logits",
 ]

@@ -18,10 +18,12 @@ import torch
 from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 
-from agents.common.models import ModelSpec, load_causal_lm, model_dtype, trunk_and_head
+from agents.common.models import ModelSpec, load_causal_lm, trunk_and_head
 from agents.common.policy import (
     CausalLMPolicyBase,
     frozen_copy,
+    head_logits,
+    head_weight_cast,
     last_token_hidden,
     mask_logits,
     scale_logits,
@@ -95,15 +97,15 @@ class ReferenceModel:
             else trunk_precision(self.compute_dtype, ids.device)
         )
         with self._reference_weights(), precision:
+            head_weight = head_weight_cast(self.head, self.policy.head_dtype)  # cast once per call
             for start in range(0, ids.shape[0], self.chunk_rows):
                 rows = slice(start, start + self.chunk_rows)
                 chunk_actions = None if action_rows is None else action_rows[rows]
                 (hidden,) = last_token_hidden(
                     [self.trunk], ids[rows], mask[rows], chunk_actions, share_prompts=self.policy.share_prompts
                 )  # (b, H)
-                hidden = hidden.to(model_dtype(self.head))  # the head outside autocast, in its weights' dtype
-                with torch.autocast(device_type=hidden.device.type, enabled=False):
-                    logits = scale_logits(self.head(hidden).float(), self.policy.temperature)  # (b, V)
+                logits = head_logits(self.head, hidden, self.policy.head_dtype, head_weight)  # (b, V), as the policy's
+                logits = scale_logits(logits, self.policy.temperature)
                 yield rows, mask_logits(logits, None if action_masks is None else action_masks[rows])
 
     @torch.no_grad()
