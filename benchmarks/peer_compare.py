@@ -37,7 +37,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +189,10 @@ def main() -> None:
     run = args.cases or list(cases)
     previous = json.loads(RESULTS.read_text()) if RESULTS.exists() and args.cases else {}
     results: dict[str, Any] = {name: previous[name] for name in cases if name not in run and name in previous}
+    run_id = datetime.now().isoformat(timespec="minutes")  # ratios pair only cases of one run
     for name in run:
         result = run_case(cases[name])
-        results[name] = None if result is None else {**result, "date": date.today().isoformat()}
+        results[name] = None if result is None else {**result, "date": date.today().isoformat(), "run": run_id}
     failed = [name for name, result in results.items() if result is None]
 
     rows = [  # (ours, peer)
@@ -211,7 +212,12 @@ def main() -> None:
         ("ppo_bfloat16", "trl_ppo_pad64"),
         ("ppo_float32_checkpointing", "trl_ppo_pad64"),
     ]
-    rows = [(mine, theirs) for mine, theirs in rows if results.get(mine) and results.get(theirs)]
+    rows = [  # both measured, in the same run (machine speed moves between runs; a case kept from an earlier run
+        # with --cases pairs only with cases of that run)
+        (mine, theirs)
+        for mine, theirs in rows
+        if results.get(mine) and results.get(theirs) and results[mine].get("run") == results[theirs].get("run")
+    ]
     results["ratios"] = {
         f"{mine}/{theirs}": {
             key: results[mine][key] / results[theirs][key] for key in ("seconds_per_iteration", "peak_rss_mib")
