@@ -9,7 +9,10 @@ SmolLM2-135M-Instruct, bf16 compute (``compute_dtype="bfloat16"``), full fine-tu
   prompts, batch and lengths, timed between them (the floor ``make bench`` states its rollout ratios against);
 - GRPO iteration: seconds per iteration of ``agents.GRPO`` on ``make bench-peer``'s shape (4 groups of 4
   completions of 48 tokens, 1 epoch over minibatches of 8, k3 KL in the loss), each head once per round, alternated;
-- the first-epoch ``|ratio - 1|`` of each (the rollout's stored log-probabilities against the update's).
+- the first-epoch ``|ratio - 1|`` of each (the rollout's stored log-probabilities against the update's);
+- whether torch has a bf16 x bf16 -> float32 matmul on the CPU (the head's speed without bf16 logits).
+
+The summary ratios are of medians.
 
 The head's 576 x 49,152 matmul is the largest of the model: in float32 it takes as long as the whole bf16 trunk at a
 decode step (``benchmarks/decode_ceiling.py``). Results go to ``benchmarks/head_dtype.json``.
@@ -52,6 +55,17 @@ def first_epoch_ratio(head_dtype: str) -> dict[str, float]:
     return ratio.quantiles()
 
 
+def float32_output_matmul() -> str:
+    """Whether torch multiplies bf16 by bf16 into float32 on the CPU (``torch.mm(..., out_dtype=torch.float32)``),
+    which would give the bf16 head's speed without rounding the logits to bf16: "available", or torch's error."""
+    a = torch.ones(4, 8, dtype=torch.bfloat16)
+    try:
+        torch.mm(a, a.t(), out_dtype=torch.float32)
+    except (NotImplementedError, RuntimeError, TypeError) as error:
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:160]}"
+    return "available"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="ABBA rounds of the rollout comparison")
@@ -85,6 +99,7 @@ def main() -> None:
         "generate_float32_tokens_per_s": generate,
         "grpo_seconds_per_iteration": grpo,
         "first_epoch_abs_ratio_minus_1": {head: first_epoch_ratio(head) for head in HEADS},
+        "bf16_matmul_into_float32_on_cpu": float32_output_matmul(),
     }
     median = {head: statistics.median(values) for head, values in rollout.items()}
     results["rollout_bf16_head_over_float32_head"] = median["bfloat16"] / median["float32"]

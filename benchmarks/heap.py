@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/heap.py                          # ~1 minute on 2 CPU cores
     .venv/bin/python benchmarks/heap.py --update-mmap-kib 128    # glibc's mmap threshold at 128 KiB in updates
+    .venv/bin/python benchmarks/heap.py --trim before-update     # malloc_trim(0) before each update
+    MALLOC_MMAP_THRESHOLD_=131072 .venv/bin/python benchmarks/heap.py --label process-mmap-128k
 
 Runs ``make bench-peer``'s ``agents.GRPO`` bf16 case (SmolLM2-135M-Instruct, full fine-tuning, 4 groups of 4
 completions of 48 tokens, 1 epoch over minibatches of 8, k3 KL in the loss; 2 iterations after a warm-up) while a
@@ -13,7 +15,11 @@ minus both is what lives outside malloc (libraries, Python's own arenas, the wei
 ``--update-mmap-kib K`` sets glibc's ``M_MMAP_THRESHOLD`` to K KiB (after a ``malloc_trim``) for the update and to
 32 MiB (glibc's own ceiling for its dynamic threshold) afterwards: allocations above K KiB then go to ``mmap`` and
 return to the system when freed, at the price of fresh zeroed pages for each one. With ``MALLOC_MMAP_THRESHOLD_``
-set in the environment instead, the setting holds for the whole process. Results: docs/speed.md#memory.
+set in the environment instead, the setting holds for the whole process. ``--trim before-update`` / ``after-step``
+calls ``malloc_trim(0)`` (free heap pages back to the system) before each update / after each optimizer step.
+
+Each run adds its result to ``benchmarks/heap.json`` under ``--label`` (default: the options given). Results:
+docs/speed.md, "Where the update's peak sits in the C heap".
 """
 
 from __future__ import annotations
@@ -21,10 +27,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
+import platform
 import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,7 @@ from agents.common.resources import current_rss_mib, peak_rss_mib  # noqa: E402
 from agents.grpo.grpo import GRPO  # noqa: E402
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+RESULTS = Path(__file__).with_name("heap.json")
 
 
 class MallInfo2(ctypes.Structure):
@@ -86,6 +96,8 @@ class PhaseSampler:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--update-mmap-kib", type=int, default=0, help="glibc's mmap threshold in updates (0: unset)")
+    parser.add_argument("--trim", choices=["before-update", "after-step"], help="malloc_trim(0) at these points")
+    parser.add_argument("--label", help="the result's name in heap.json (default: from the options)")
     args = parser.parse_args()
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
@@ -97,8 +109,9 @@ def main() -> None:
     seconds = {"update": 0.0}
 
     def timed_train(self: GRPO) -> None:
-        if args.update_mmap_kib:
+        if args.update_mmap_kib or args.trim == "before-update":
             libc.malloc_trim(0)
+        if args.update_mmap_kib:
             libc.mallopt(M_MMAP_THRESHOLD, args.update_mmap_kib * 1024)
         start = time.perf_counter()
         try:
@@ -117,6 +130,8 @@ def main() -> None:
 
     def after_step(*_: Any) -> None:
         sampler.phase = outer.pop()
+        if args.trim == "after-step":
+            libc.malloc_trim(0)
 
     register_optimizer_step_pre_hook(before_step)
     register_optimizer_step_post_hook(after_step)
@@ -127,9 +142,24 @@ def main() -> None:
         "update_seconds_per_iteration": seconds["update"] / 3,  # the warm-up and the 2 timed iterations
         "peak_rss_mib": peak_rss_mib(),
         "update_mmap_threshold_kib": args.update_mmap_kib or None,
+        "trim": args.trim,
+        "malloc_mmap_threshold_env": os.environ.get("MALLOC_MMAP_THRESHOLD_"),
         "phases": {phase: {k: round(v) for k, v in peak.items()} for phase, peak in sampler.peaks.items()},
+        "date": date.today().isoformat(),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
     print(json.dumps(result, indent=2))
+    label = args.label or (
+        "default"
+        if not (args.update_mmap_kib or args.trim)
+        else "_".join(
+            part
+            for part in (f"update-mmap-{args.update_mmap_kib}k" if args.update_mmap_kib else "", args.trim or "")
+            if part
+        )
+    )
+    stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    RESULTS.write_text(json.dumps({**stored, label: result}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

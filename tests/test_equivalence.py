@@ -187,10 +187,11 @@ def test_bf16_rollouts_and_updates_stay_close_to_float32_and_to_each_other():
 
 
 @pytest.mark.parametrize("config", ["gpt2", "llama"])
-def test_bf16_head_keeps_rollouts_and_updates_together_and_rounds_the_logits(config):
+def test_bf16_head_keeps_rollouts_and_updates_together_and_rounds_the_logits(config, tmp_path):
     """``head_dtype="bfloat16"``: the head's matmul runs in bf16 in rollouts (a weight cast once per update) and in
-    updates (autocast) alike, so the first-epoch ratio stays as close to 1 as with a float32 head; the logits do
-    differ from the float32 head's; the cast weight goes with the caches at the next update."""
+    updates (autocast) alike: rollout and update log-probs stay within the bf16 tolerance of each other, and both
+    differ from the float32 head's; the cast weight goes with the caches at the next update, and the setting with
+    a saved model."""
     from agents.common.policy import head_logits, head_weight_cast
     from agents.testing import tiny_llama_config
 
@@ -200,12 +201,13 @@ def test_bf16_head_keeps_rollouts_and_updates_together_and_rounds_the_logits(con
         else tiny_llama_config(vocab_size=100, bos_token_id=2, eos_token_id=1, pad_token_id=1)
     )
     envs = vec_env()
-    policies = {
+    models = {
         head: PPO(
             CausalLMPolicy, envs, seed=0, policy_kwargs=dict(model=model, compute_dtype="bfloat16", head_dtype=head)
-        ).policy
+        )
         for head in ("float32", "bfloat16")
     }
+    policies = {head: algorithm.policy for head, algorithm in models.items()}
     policies["bfloat16"].load_state_dict(policies["float32"].state_dict())
     observations, actions = random_trajectory(envs, steps=20, seed=3)
     rollout: dict[str, list[torch.Tensor]] = {"float32": [], "bfloat16": []}
@@ -225,15 +227,35 @@ def test_bf16_head_keeps_rollouts_and_updates_together_and_rounds_the_logits(con
         assert torch.equal(
             head_logits(bf16.lm_head, hidden, "bfloat16", cast), head_logits(bf16.lm_head, hidden, "bfloat16")
         )
-    assert bf16.__dict__["_decode_head_cast"] is not None  # the rollout used the cast weight
+    assert bf16.__dict__["_decode_head_weight_cast"] is not None  # the rollout used the cast weight
     for head in policies:
         torch.testing.assert_close(update[head], torch.cat(rollout[head]), atol=BF16_LOGPROB_ATOL, rtol=0)
     torch.testing.assert_close(update["bfloat16"], update["float32"], atol=BF16_LOGPROB_ATOL, rtol=0)
-    assert not torch.equal(update["bfloat16"], update["float32"])  # the head really ran in bf16
+    assert not torch.equal(update["bfloat16"], update["float32"])  # the head really ran in bf16, in updates ...
+    assert not torch.equal(torch.cat(rollout["bfloat16"]), torch.cat(rollout["float32"]))  # ... and in rollouts
     bf16.set_training_mode(True)  # an update changes the weights: the cast goes
-    assert bf16.__dict__["_decode_head_cast"] is None
+    assert bf16.__dict__["_decode_head_weight_cast"] is None
+    models["bfloat16"].save(tmp_path / "model.zip")
+    assert PPO.load(tmp_path / "model.zip").policy.head_dtype == "bfloat16"
     with pytest.raises(ValueError, match="head_dtype must be one of"):
         PPO(CausalLMPolicy, envs, policy_kwargs=dict(model=model, head_dtype="float16"))
+
+
+def test_head_logits_cast_weight_path_equals_autocast_with_a_bias():
+    """A head with a bias (neither test model's has one): the cast-once weight and bias give autocast's logits bit for
+    bit, float32 output; the float32 setting is the plain head."""
+    from agents.common.policy import head_logits, head_weight_cast
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(24, 50)
+    hidden = torch.randn(5, 24)
+    cast = head_weight_cast(head, "bfloat16")
+    fast, autocast = head_logits(head, hidden, "bfloat16", cast), head_logits(head, hidden, "bfloat16")
+    assert fast.dtype == autocast.dtype == torch.float32 and torch.equal(fast, autocast)
+    with torch.no_grad():
+        assert torch.equal(head_logits(head, hidden, "float32"), head(hidden))
+        assert not torch.equal(fast, head(hidden))  # rounded in bf16
+    assert head_weight_cast(head, "float32") is None
 
 
 class _NewNameTrunk(torch.nn.Module):  # transformers >= 5.2x

@@ -261,3 +261,6 @@ def test_a_bf16_reference_copy_stores_bf16_weights_and_gives_the_same_log_probs(
     with torch.no_grad():
         policy_log_probs = model.policy.evaluate_actions(obs, actions)[1]
     torch.testing.assert_close(fresh.log_probs(obs, actions), policy_log_probs, atol=1e-5, rtol=0)
+    if head_dtype == "bfloat16":  # the reference reads the policy's setting: a float32 head gives other log-probs
+        model.policy.head_dtype = "float32"
+        assert not torch.equal(fresh.log_probs(obs, actions), policy_log_probs)

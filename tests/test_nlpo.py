@@ -61,6 +61,25 @@ def test_rollouts_sample_within_the_env_mask_and_the_frozen_models_nucleus():
     assert len(logged) == 2 and logged[-1] == pytest.approx(stored.sum(-1).mean())
 
 
+def test_the_mask_model_runs_its_head_as_the_policy_does():
+    """With ``head_dtype="bfloat16"`` the mask model casts its head once (again at each refresh) and gives the top-p
+    set of the policy's own next-token logits at the start (the same weights, the same bf16 head)."""
+    env = make_vec_env("text_env/Vowels-v0", n_envs=2, seed=0)
+    model = make_algorithm(
+        "nlpo", env, policy_kwargs=dict(model=tiny_gpt2_config(), head_dtype="bfloat16"), seed=0, n_steps=16,
+        batch_size=16, top_p=0.5,
+    )  # fmt: skip
+    mask_model = model.mask_model
+    assert mask_model is not None and mask_model.head_weight is not None
+    assert mask_model.head_weight.dtype == torch.bfloat16
+    obs = {key: torch.as_tensor(value) for key, value in env.reset().items()}
+    expected = top_p_mask(model.policy.next_token_logits(obs), 0.5)
+    assert torch.equal(mask_model.masks(obs), expected)
+    before = mask_model.head_weight
+    mask_model.refresh(model.policy)
+    assert mask_model.head_weight is not before
+
+
 def test_the_mask_model_is_refreshed_every_interval_rollouts(monkeypatch):
     model = build(mask_update_interval=2)
     refreshes = []

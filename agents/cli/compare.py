@@ -349,7 +349,7 @@ def compare_task(args: argparse.Namespace, base: Any, configs: list[Any], budget
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     summary = {
         "env_id": base.task.env_id, "model": base.lm.model, "compute_dtype": base.lm.compute_dtype,
-        "lora_r": base.lm.lora_r,
+        "head_dtype": base.lm.head_dtype, "lora_r": base.lm.lora_r,
         "algorithms": args.algorithms, "seeds": args.seeds, "budget_tokens": budget, "eval_every_tokens": every,
         "rollout_tokens": base.task.n_envs * base.settings.n_steps, "eval_prompts": base.task.eval_prompts,
         "samples_per_prompt": base.task.eval_samples, "best_of_n_samples": args.best_of_n, "date": date,

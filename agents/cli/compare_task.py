@@ -102,7 +102,10 @@ def best_of_n_key(config: TrainConfig, n_max: int) -> dict[str, Any]:
         "reward", "tokenizer", "max_new_tokens", "max_prompt_tokens",
     )  # fmt: skip
     options = config.flat()
-    return {"n_max": n_max, **{name: options[name] for name in fields}}
+    key = {"n_max": n_max, **{name: options[name] for name in fields}}
+    if options["head_dtype"] != "float32":  # named only when set, so references cached before it existed still match
+        key["head_dtype"] = options["head_dtype"]
+    return key
 
 
 def best_of_n_reference(config: TrainConfig, n_max: int) -> dict[str, Any]:

@@ -206,7 +206,8 @@ class ModelOptions:
     temperature: float = option(1.0, "sampling temperature, also used in log-probs (TRL)")
     compute_dtype: str = option(
         "auto",
-        "float32, bfloat16 or auto: dtype of the transformer matmuls (autocast; fp32 weights, heads, log-probs); "
+        "float32, bfloat16 or auto: dtype of the transformer matmuls (autocast; fp32 weights, log-probs, and heads "
+        "unless --head-dtype); "
         "auto is bfloat16 where the hardware runs it natively (CPU AVX512-BF16/AMX, CUDA), else float32",
     )
     head_dtype: str = option(

@@ -365,6 +365,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "seed": config.run.seed,
         "world_size": get_world_size(),
         "compute_dtype": config.lm.resolved_compute_dtype(config.run.device),
+        "head_dtype": config.lm.head_dtype,
         "algorithm_settings": config.algorithm_kwargs(),  # as trained: defaults resolved, the KL term's included
         "budget_minutes": config.run.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens

@@ -307,8 +307,9 @@ class LMPolicySettings:
         for a separate value trunk with its own head.
     :param compute_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the transformer trunks' matmuls in
         rollouts, updates and the reference (``torch.autocast`` on the policy's device; weights, optimizer state and
-        gradients stay float32). The LM head, log-softmax, log-probabilities, values, advantages and the KL stay
-        float32. On CPUs with AVX-512 BF16 (and on recent GPUs) bf16 matmuls run at about twice the fp32 rate.
+        gradients stay float32). The LM head (unless ``head_dtype``), log-softmax, log-probabilities, values,
+        advantages and the KL stay float32. On CPUs with AVX-512 BF16 (and on recent GPUs) bf16 matmuls run at about
+        twice the fp32 rate.
     :param value_head: build a value head (critic). The critic-free algorithms (:class:`~agents.grpo.GRPO`) set it to
         False: no value parameters, no value optimizer state, and values are zeros.
     :param model_kwargs: passed to ``from_pretrained`` / ``from_config`` (e.g. ``torch_dtype``).
@@ -321,7 +322,9 @@ class LMPolicySettings:
     :param head_dtype: ``"float32"`` (default) or ``"bfloat16"``: the dtype of the LM head's matmul (the largest
         single matmul of a small model: 576 x 49,152 for SmolLM2-135M). ``"bfloat16"`` rounds the logits as bf16
         autocast over the whole model does (TRL's bf16 default), in rollouts, updates, the reference and NLPO's
-        mask model alike, so stored and recomputed log-probabilities still agree; the log-softmax stays float32.
+        mask model alike, so stored and recomputed log-probabilities come from the same computation (the first
+        epoch's ratio spreads about twice as wide as with a float32 head: docs/speed.md); the log-softmax stays
+        float32.
     :param gradient_checkpointing: recompute each transformer layer's activations in the backward pass of updates
         instead of keeping them (transformers' activation checkpointing): a lower memory peak for about one more
         trunk forward pass per update. Rollouts, the reference and ``get_distribution`` (TRPO's double backward)
@@ -529,7 +532,7 @@ class CausalLMPolicyBase:
         self.rollout_caches.clear()
         self.prediction_caches.clear()
         object.__setattr__(self, "_decode_trunks", {})
-        object.__setattr__(self, "_decode_head_cast", None)
+        object.__setattr__(self, "_decode_head_weight_cast", None)
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``.to(device)``, ``.float()``, ...: the caches and decode twins hold tensors made from the weights as they
@@ -563,9 +566,11 @@ class CausalLMPolicyBase:
     def _decode_head_weight(self) -> torch.Tensor | None:
         """The LM head's weight in ``head_dtype`` for no-grad decode steps (:func:`head_weight_cast`), cast at the
         first step after :meth:`reset_caches`, as the decode trunk's twin."""
-        if self.__dict__.get("_decode_head_cast") is None:
-            object.__setattr__(self, "_decode_head_cast", head_weight_cast(self.lm_head, self.head_dtype))
-        return self.__dict__["_decode_head_cast"]
+        if self.head_dtype == "float32":
+            return None
+        if self.__dict__.get("_decode_head_weight_cast") is None:
+            object.__setattr__(self, "_decode_head_weight_cast", head_weight_cast(self.lm_head, self.head_dtype))
+        return self.__dict__["_decode_head_weight_cast"]
 
     def _head_outputs(
         self, policy_hidden: torch.Tensor, value_hidden: torch.Tensor, decode: bool = False
