@@ -149,15 +149,12 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
     print(json.dumps(result, indent=2))
-    label = args.label or (
-        "default"
-        if not (args.update_mmap_kib or args.trim)
-        else "_".join(
-            part
-            for part in (f"update-mmap-{args.update_mmap_kib}k" if args.update_mmap_kib else "", args.trim or "")
-            if part
-        )
-    )
+    parts = []  # the options given, e.g. "update-mmap-128k"
+    if args.update_mmap_kib:
+        parts.append(f"update-mmap-{args.update_mmap_kib}k")
+    if args.trim:
+        parts.append(args.trim)
+    label = args.label or "_".join(parts) or "default"
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     RESULTS.write_text(json.dumps({**stored, label: result}, indent=2) + "\n")
 

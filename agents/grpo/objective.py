@@ -216,9 +216,7 @@ def policy_loss(
     log_ratio = log_prob - old_log_prob  # (N,)
     if kind in ("clip", "gspo"):
         if kind == "gspo":
-            sums = log_ratio.new_zeros(n_completions).index_add(0, completion, log_ratio)  # (C,)
-            lengths = torch.bincount(completion, minlength=n_completions).clamp(min=1)  # (C,)
-            log_ratio = (sums / lengths)[completion]  # (N,) each token's completion's mean
+            log_ratio = completion_means(log_ratio, completion, n_completions)[completion]  # (N,) its completion's
         ratio = torch.exp(log_ratio)  # (N,)
         clipped = torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
         loss = -torch.min(ratio * advantages, clipped * advantages)
@@ -232,9 +230,20 @@ def policy_loss(
         if ref_log_prob is None or not beta > 0:
             raise ValueError("policy_loss 'apo' needs the reference's log-probabilities and beta > 0.")
         per_token = log_prob - ref_log_prob  # (N,)
-        sequence = per_token.new_zeros(n_completions).index_add(0, completion, per_token)[completion]  # (N,)
+        sequence = completion_sums(per_token, completion, n_completions)[completion]  # (N,) its completion's
         return (beta * sequence - advantages) ** 2, torch.zeros_like(log_prob, dtype=torch.bool)
     raise ValueError(f"policy_loss must be one of {POLICY_LOSSES}, got {kind!r}.")
+
+
+def completion_sums(per_token: torch.Tensor, completion: torch.Tensor, n_completions: int) -> torch.Tensor:
+    """Each completion's sum ``(C,)`` of per-token values ``(N,)``; ``completion`` ``(N,)`` indexes ``[0, C)``."""
+    return per_token.new_zeros(n_completions).index_add(0, completion, per_token)
+
+
+def completion_means(per_token: torch.Tensor, completion: torch.Tensor, n_completions: int) -> torch.Tensor:
+    """Each completion's mean ``(C,)`` of per-token values ``(N,)`` (0 for a completion without tokens)."""
+    lengths = torch.bincount(completion, minlength=n_completions).clamp(min=1)  # (C,)
+    return completion_sums(per_token, completion, n_completions) / lengths
 
 
 def aggregate_loss(
@@ -254,9 +263,7 @@ def aggregate_loss(
     if how == "constant":
         return per_token.sum() / (max_completion_length * n_completions)
     if how == "sequence":
-        sums = per_token.new_zeros(n_completions).index_add(0, completion, per_token)  # (C,)
-        lengths = torch.bincount(completion, minlength=n_completions).clamp(min=1)  # (C,)
-        return (sums / lengths).mean()
+        return completion_means(per_token, completion, n_completions).mean()
     raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {how!r}.")
 
 
