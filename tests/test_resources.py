@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from agents.common import resources
 from agents.common.resources import peak_rss_mib
 
@@ -29,3 +31,25 @@ def test_a_child_process_reports_its_own_peak_not_its_parents() -> None:
     child = float(_in_bare_interpreter("print(peak_rss_mib())"))
     assert peak_rss_mib() >= len(block) / 2**20
     assert child < 128  # a bare interpreter; ru_maxrss would report the parent's > 512 MiB
+
+
+def _rss_after_freeing_a_block(keep: bool) -> tuple[float, float]:
+    """Resident MiB with a 256 MiB block allocated and after freeing it, in a fresh interpreter (the setting is
+    process-wide), with or without ``keep_freed_memory`` called first."""
+    code = (
+        f"m = runpy.run_path({resources.__file__!r})\n"
+        f"kept = m['keep_freed_memory']() if {keep} else None\n"
+        "block = b'\\x01' * (256 * 2**20)\nwith_block = m['current_rss_mib']()\ndel block\n"
+        "print(kept, with_block, m['current_rss_mib']())"
+    )
+    kept, with_block, after = _in_bare_interpreter(code).split()
+    if keep and kept != "True":
+        pytest.skip("keep_freed_memory needs glibc")
+    return float(with_block), float(after)
+
+
+def test_freed_memory_is_kept_for_reuse_only_when_asked() -> None:
+    with_block, after = _rss_after_freeing_a_block(keep=False)
+    assert with_block - after > 200  # glibc mapped the large block on its own and unmapped it when freed
+    with_block, after = _rss_after_freeing_a_block(keep=True)
+    assert with_block - after < 16  # the block came from the heap and stays there for the next allocation

@@ -168,6 +168,11 @@ def test_a_task_brings_its_own_settings_and_flags_win(tmp_path, no_model_loads):
         assert set(task.training) <= fields, task.env_id
 
 
+def test_keep_freed_memory_is_on_unless_switched_off():
+    assert parse_config([]).run.keep_freed_memory
+    assert not parse_config(["--no-keep-freed-memory"]).run.keep_freed_memory
+
+
 def test_yaml_config_then_flags(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algorithm: a2c\nlearning_rate: 0.001\nkl_target: null\n")

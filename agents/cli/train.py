@@ -182,7 +182,10 @@ def setup(config: TrainConfig) -> TrainingRun:
     from agents.common.callbacks import RolloutHistoryCallback, TimeBudgetCallback
     from agents.common.distributed import get_rank, get_world_size
     from agents.common.evaluation import TextEvalCallback
+    from agents.common.resources import keep_freed_memory
 
+    if config.run.keep_freed_memory:  # before any model is loaded: blocks mapped before it stay mapped
+        keep_freed_memory()
     started = time.monotonic()
     rank, world = get_rank(), get_world_size()
     if rank == 0:  # data parallel: rank 0 alone writes
