@@ -189,7 +189,7 @@ def main() -> None:
         "grpo_bfloat16_micro4": [*ours, "grpo", "bfloat16", "--micro-batch", "4"],
     }
     # the same cases with the allocator agents.train sets (keep_freed_memory), on both sides
-    for name in ("trl_grpo_bf16", "grpo_bfloat16", "grpo_bfloat16_head"):
+    for name in ("trl_grpo_bf16", "grpo_bfloat16", "grpo_bfloat16_head", "trl_ppo", "ppo_bfloat16"):
         cases[f"{name}_keep"] = cases[name]
     if args.pad64_iterations == 0:
         del cases["trl_ppo_pad64"]
@@ -225,6 +225,8 @@ def main() -> None:
         ("grpo_bfloat16_head_keep", "trl_grpo_bf16"),
         ("grpo_bfloat16_keep", "trl_grpo_bf16_keep"),
         ("grpo_bfloat16_head_keep", "trl_grpo_bf16_keep"),
+        ("ppo_bfloat16_keep", "trl_ppo"),
+        ("ppo_bfloat16_keep", "trl_ppo_keep"),
         ("ppo_float32", "trl_ppo_pad64"),
         ("ppo_bfloat16", "trl_ppo_pad64"),
         ("ppo_float32_checkpointing", "trl_ppo_pad64"),
