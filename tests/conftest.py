@@ -15,8 +15,13 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 import text_env  # noqa: F401  (registers the envs)
+from agents.common.resources import keep_freed_memory
 from agents.testing import tiny_gpt2_config  # noqa: F401  (tests import it from here)
 from text_env import TextGenerationEnv, build_char_tokenizer
+
+# The allocator agents.train sets (process-wide, one-way), for every test from the first: the end-to-end CLI tests
+# would otherwise switch it in the middle of the session, and the tests after them would run on another allocator.
+keep_freed_memory()
 
 SHORT_PROMPTS = ["The movie", "A film about", "I watched", "Plot:"]
 

@@ -185,7 +185,9 @@ def test_yaml_config_then_flags(tmp_path):
 
 
 @pytest.mark.parametrize("algorithm", ["ppo", "rloo", "nlpo"])
-def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
+def test_end_to_end_on_the_tiny_task(tmp_path, algorithm, monkeypatch):
+    calls = []  # keep_freed_memory is process-wide: recorded here (conftest applies it to the session)
+    monkeypatch.setattr("agents.common.resources.keep_freed_memory", lambda: calls.append(1) or True)
     model_dir = tmp_path / "tiny"
     AutoModelForCausalLM.from_config(tiny_gpt2_config()).save_pretrained(model_dir)
     group = {
@@ -197,11 +199,13 @@ def test_end_to_end_on_the_tiny_task(tmp_path, algorithm):
         "--eval-every", "2",
         "--output-dir", str(tmp_path / "runs"), "--name", "t",
     ]  # fmt: skip
-    assert main(argv) == 0
+    keep = algorithm != "nlpo"  # one run with --no-keep-freed-memory
+    assert main(argv + ([] if keep else ["--no-keep-freed-memory"])) == 0
     run = tmp_path / "runs" / "t"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["timesteps"] > 0 and {"score", "kl", "distinct_1"} <= set(summary["after"])
     assert summary["algorithm"] == algorithm and summary["seed"] == 0 and "torch" in summary["versions"]
+    assert summary["keep_freed_memory"] == keep and len(calls) == int(keep)  # on by default, applied in setup
     gae_lambda = summary["algorithm_settings"].get("gae_lambda")
     assert gae_lambda == (None if algorithm == "rloo" else 1.0)  # Vowels-v0's own; RLOO has no critic
     assert (run / "training.png").stat().st_size > 1000

@@ -126,6 +126,7 @@ class TrainingRun:
     checkpoints: Any = None  # CheckpointCallback (on every rank; rank 0 writes), or None
     resumed: dict[str, Any] = field(default_factory=dict)  # the CLI state of the checkpoint resumed from
     train_started: float | None = None  # time.monotonic() when learn() started
+    freed_memory_kept: bool = False  # keep_freed_memory() took effect (glibc)
 
     def first_completions(self) -> list[str]:
         """The completions of the first (before-training) evaluation, also across a resume."""
@@ -184,8 +185,8 @@ def setup(config: TrainConfig) -> TrainingRun:
     from agents.common.evaluation import TextEvalCallback
     from agents.common.resources import keep_freed_memory
 
-    if config.run.keep_freed_memory:  # before any model is loaded: blocks mapped before it stay mapped
-        keep_freed_memory()
+    # before any model is loaded: blocks mapped before it stay mapped
+    freed_memory_kept = keep_freed_memory() if config.run.keep_freed_memory else False
     started = time.monotonic()
     rank, world = get_rank(), get_world_size()
     if rank == 0:  # data parallel: rank 0 alone writes
@@ -244,6 +245,7 @@ def setup(config: TrainConfig) -> TrainingRun:
     run = TrainingRun(
         config, model, eval_env, prompts, callbacks, RolloutHistoryCallback(), evaluation,
         TimeBudgetCallback(budget_seconds, progress_bar=rank == 0), started, resumed=resumed,
+        freed_memory_kept=freed_memory_kept,
     )  # fmt: skip
     if evaluation is not None:
         evaluation.history = list(resumed.get("eval_history", []))
@@ -369,6 +371,7 @@ def write_outputs(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "world_size": get_world_size(),
         "compute_dtype": config.lm.resolved_compute_dtype(config.run.device),
         "head_dtype": config.lm.head_dtype,
+        "keep_freed_memory": run.freed_memory_kept,
         "algorithm_settings": config.algorithm_kwargs(),  # as trained: defaults resolved, the KL term's included
         "budget_minutes": config.run.budget_minutes,
         "timesteps": int(run.model.num_timesteps),  # env steps = generated tokens

@@ -1,4 +1,4 @@
-"""Memory measurement that is true for child processes too."""
+"""Memory: measurement that is true for child processes too, and the C heap's reuse of freed memory."""
 
 from __future__ import annotations
 
@@ -46,10 +46,11 @@ def keep_freed_memory() -> bool:
     large blocks (above 32 MiB always, smaller ones above its moving threshold) with fresh ``mmap`` pages and
     unmaps them when freed, so every logits-sized tensor (rows x vocabulary), every embedding gradient and every
     large activation is backed by new zeroed pages at every update: one page fault per 4 KiB. This sets
-    ``M_MMAP_MAX`` to 0 (every block comes from the heap, where freed blocks are reused) and ``M_TRIM_THRESHOLD``
-    to 2 GiB (free memory at the heap's top is returned only beyond it): the resident set no longer shrinks
-    after a peak, and fragmentation can raise the peak a little. Measured figures: docs/speed.md ("Freed memory
-    kept for reuse").
+    ``M_MMAP_MAX`` to 0 (blocks come from the heap, where freed blocks are reused; a thread other than the main
+    one still maps a block larger than its arena's 64 MiB heap) and ``M_TRIM_THRESHOLD`` to 2 GiB (free memory
+    at the heap's top is returned only beyond it): the resident set no longer shrinks after a peak, and
+    fragmentation can raise the peak (by up to ~10% in our runs). Measured: docs/speed.md ("Freed memory kept for
+    reuse"; SmolLM2-135M GRPO updates take ~0.8x the time, whole iterations ~0.88x).
 
     Process-wide and one-way: call it once at the start of a program, before the models are loaded (blocks
     already mapped stay mapped). ``agents.train`` calls it unless ``--no-keep-freed-memory``. The environment
