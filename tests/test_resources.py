@@ -1,4 +1,4 @@
-"""Peak-memory measurement used by the benchmark and the algorithm comparison."""
+"""Peak-memory measurement used by the benchmark and the algorithm comparison, and keep_freed_memory."""
 
 import os
 import platform
