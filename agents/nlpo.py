@@ -33,7 +33,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 
 from agents.common.kv_cache import RowKVCache
 from agents.common.models import trunk_and_head
-from agents.common.policy import CausalLMPolicyBase, head_logits, head_weight_cast, trunk_precision
+from agents.common.policy import CausalLMPolicyBase, head_logits, head_weight_cast, scale_logits, trunk_precision
 from agents.common.sequences import observation_tokens
 
 ACTION_MASKS = "action_masks"  # the method sb3-contrib's get_action_masks calls
@@ -84,7 +84,8 @@ class TopPMaskModel:
         device = next(self.lm.parameters()).device
         with trunk_precision(self.compute_dtype, device):
             hidden = self.cache.step(self.trunk, ids, mask)  # (B, H)
-        logits = head_logits(self.head, hidden, self.head_dtype, self.head_weight) / self.temperature  # (B, V)
+        logits = head_logits(self.head, hidden, self.head_dtype, self.head_weight)  # (B, V)
+        logits = scale_logits(logits, self.temperature)  # as the policy's
         return top_p_mask(logits, self.top_p)  # (B, V)
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -43,10 +43,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 sys.path.insert(0, str(Path(__file__).parent))
 from precision import seconds_per_iteration  # noqa: E402
 
-from agents.common.resources import current_rss_mib, peak_rss_mib  # noqa: E402
+from agents.common.resources import M_MMAP_THRESHOLD, current_rss_mib, peak_rss_mib  # noqa: E402
 from agents.grpo.grpo import GRPO  # noqa: E402
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 RESULTS = Path(__file__).with_name("heap.json")
 
 

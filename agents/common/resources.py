@@ -36,7 +36,7 @@ def current_rss_mib() -> float:
 
 
 #: glibc's ``mallopt`` parameters (``<malloc.h>``).
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 
 
 def keep_freed_memory() -> bool:
